@@ -1,0 +1,1 @@
+"""Sub-commands of the ``paravec`` command line; see :mod:`paravec.cli`."""
