@@ -1,0 +1,83 @@
+"""LLaVA-NeXT (LLaVA-1.6), the family of VLM2Vec's and the paper's LLaVA-1.6-7B runs.
+
+The model turns every image into a variable number of tiles chosen from
+``image_grid_pinpoints``; the processor and the model must agree on those pinpoints, so the
+resolution setting changes both. "low" is a single tile at the vision tower's own size (the
+paper's low-resolution LLaVA setting); "high" keeps the checkpoint's grid.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import AutoTokenizer, LlavaNextForConditionalGeneration, LlavaNextProcessor
+from transformers.models.llava_next.image_processing_pil_llava_next import LlavaNextImageProcessorPil
+
+from paravec.backbones.base import Batch, BackboneAdapter, register_adapter
+
+_PROCESSOR_KEYS = ("patch_size", "vision_feature_select_strategy", "image_token", "num_additional_image_tokens")
+
+
+@register_adapter
+class LlavaNextAdapter(BackboneAdapter):
+    model_types = ("llava_next",)
+    model_class = LlavaNextForConditionalGeneration
+    image_input_keys = ("pixel_values", "image_sizes")
+
+    def __init__(self, model, processor) -> None:
+        super().__init__(model, processor)
+        self._checkpoint_pinpoints = [list(p) for p in model.config.image_grid_pinpoints]
+
+    @classmethod
+    def load_processor(cls, path: str) -> Any:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        image_processor = LlavaNextImageProcessorPil.from_pretrained(path)
+        extra = _processor_config(path)
+        return LlavaNextProcessor(
+            image_processor=image_processor, tokenizer=tokenizer, **{k: v for k, v in extra.items() if k in _PROCESSOR_KEYS}
+        )
+
+    def apply_resolution(self, resolution: str | int) -> None:
+        if resolution in ("default", "high"):
+            pinpoints = self._checkpoint_pinpoints
+        elif resolution == "low":
+            side = self.config.vision_config.image_size
+            pinpoints = [[side, side]]
+        else:
+            raise ValueError(f"LLaVA-NeXT takes image_resolution 'low', 'high' or 'default', got {resolution!r}")
+        self.config.image_grid_pinpoints = pinpoints
+        self.processor.image_processor.image_grid_pinpoints = pinpoints
+
+    @property
+    def vision_modules(self) -> list[nn.Module]:
+        return [self.base.vision_tower, self.base.multi_modal_projector]
+
+    @property
+    def image_token(self) -> str:
+        return self.processor.image_token
+
+    def image_features(self, image_inputs: Batch) -> torch.Tensor:
+        output = self.base.get_image_features(
+            **image_inputs,
+            vision_feature_layer=self.config.vision_feature_layer,
+            vision_feature_select_strategy=self.config.vision_feature_select_strategy,
+            return_dict=True,
+        )
+        return torch.cat(list(output.pooler_output), dim=0)
+
+
+def _processor_config(path: str) -> dict:
+    """Extra processor settings saved beside a checkpoint (``processor_config.json``), if any."""
+    candidate = Path(path) / "processor_config.json"
+    if candidate.is_file():
+        return json.loads(candidate.read_text())
+    try:
+        from huggingface_hub import hf_hub_download
+
+        return json.loads(Path(hf_hub_download(path, "processor_config.json")).read_text())
+    except Exception:  # a hub id without that file, or offline: defaults apply
+        return {}

@@ -1,0 +1,1 @@
+"""The Parallel Decoupling Framework: deep prefixes, parallel paths, aggregation, MI estimation."""

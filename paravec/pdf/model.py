@@ -1,0 +1,159 @@
+"""The embedding model: a shared backbone, optional deep prefixes for N paths, an aggregator.
+
+``PDFEmbeddingModel`` covers both methods the toolkit compares:
+
+* the VLM2Vec baseline (``use_prefix=False``): one plain pass, one embedding per input;
+* PDF (``use_prefix=True``): N prefixed paths per input, aggregated for training; at inference
+  one path (default path 0) costs what the baseline costs, plus K key slots per layer.
+
+``forward`` returns every path (and the aggregate) for training; ``embed`` returns the one
+embedding an inference mode asks for.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from paravec.backbones.base import Batch, BackboneAdapter
+from paravec.items import Item, format_text
+from paravec.pdf.aggregator import Aggregator
+from paravec.pdf.prefix import PrefixBank
+from paravec.pdf.runner import run_paths, run_without_prefix
+
+INFERENCE_MODES = ("path0", "aggregate", "no-prefix")
+_PATH_MODE = re.compile(r"^path(\d+)$")
+
+
+@dataclass
+class PDFConfig:
+    """How the backbone is rolled out into paths (the paper's defaults: N=2, K=20)."""
+
+    use_prefix: bool = True
+    num_paths: int = 2
+    prefix_len: int = 20
+    #: "keep": real tokens keep their prefix-free rotary positions; "shift": they start at K (PEFT).
+    prefix_position: str = "keep"
+    prefix_init_std: float = 0.02
+    #: "parallel": all paths in one B*N-row pass; "sequential": one pass per path (less memory).
+    path_batching: str = "parallel"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.prefix_position not in ("keep", "shift"):
+            raise ValueError(f"prefix_position must be 'keep' or 'shift', got {self.prefix_position!r}")
+        if self.path_batching not in ("parallel", "sequential"):
+            raise ValueError(f"path_batching must be 'parallel' or 'sequential', got {self.path_batching!r}")
+        if self.use_prefix and (self.num_paths < 1 or self.prefix_len < 1):
+            raise ValueError("a prefixed model needs num_paths >= 1 and prefix_len >= 1")
+
+    @property
+    def paths(self) -> int:
+        return self.num_paths if self.use_prefix else 1
+
+    @property
+    def default_mode(self) -> str:
+        return "path0" if self.use_prefix else "no-prefix"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class PathEmbeddings:
+    """Training-time output: every path of every input, and their aggregate when N > 1."""
+
+    paths: torch.Tensor  # [B, N, d]
+    aggregate: torch.Tensor | None  # [B, d]
+    weights: torch.Tensor | None  # [B, N]
+
+
+class PDFEmbeddingModel(nn.Module):
+    def __init__(self, adapter: BackboneAdapter, config: PDFConfig) -> None:
+        super().__init__()
+        self.adapter = adapter
+        self.config = config
+        self.backbone = adapter.model
+        self.prefix: PrefixBank | None = None
+        self.aggregator: Aggregator | None = None
+        if config.use_prefix:
+            self.prefix = PrefixBank(
+                adapter.kv_geometry, config.num_paths, config.prefix_len, config.prefix_init_std, config.seed
+            )
+            if config.num_paths > 1:
+                self.aggregator = Aggregator(adapter.hidden_size, config.num_paths)
+
+    # ------------------------------------------------------------------ inputs
+    def prepare(self, items: Sequence[Item], padding_side: str = "right") -> Batch:
+        """Items -> a padded batch on the model's device (prompt template applied)."""
+        texts = [format_text(item, self.adapter.image_token) for item in items]
+        batch = self.adapter.collate(texts, [item.image for item in items], padding_side=padding_side)
+        device = self.device
+        return {key: value.to(device) if torch.is_tensor(value) else value for key, value in batch.items()}
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.backbone.parameters()).device
+
+    @property
+    def dim(self) -> int:
+        return self.adapter.hidden_size
+
+    # ---------------------------------------------------------------- forward
+    def forward(self, batch: Batch) -> PathEmbeddings:
+        """All paths of every input (vision tower once), plus the aggregate when N > 1."""
+        paths = self._run(batch, None if self.prefix is None else range(self.config.num_paths))
+        if self.aggregator is None:
+            return PathEmbeddings(paths, None, None)
+        aggregate, weights = self.aggregator(paths)
+        return PathEmbeddings(paths, aggregate, weights)
+
+    def embed(self, batch: Batch, mode: str | None = None) -> torch.Tensor:
+        """The one embedding per input an inference mode gives: ``[B, d]``."""
+        mode = mode or self.config.default_mode
+        if mode == "no-prefix":
+            return self._run(batch, None)[:, 0]
+        if self.prefix is None:
+            raise ValueError(f"mode {mode!r} needs a prefixed (PDF) model; this one only supports 'no-prefix'")
+        if mode == "aggregate":
+            output = self.forward(batch)
+            return output.paths[:, 0] if output.aggregate is None else output.aggregate
+        match = _PATH_MODE.match(mode)
+        if not match:
+            raise ValueError(f"unknown mode {mode!r}; use one of {', '.join(INFERENCE_MODES)} or path<i>")
+        path = int(match.group(1))
+        if path >= self.config.num_paths:
+            raise ValueError(f"mode {mode!r} but the model has {self.config.num_paths} paths")
+        return self._run(batch, [path])[:, 0]
+
+    def _run(self, batch: Batch, paths: Sequence[int] | None) -> torch.Tensor:
+        embeds = self.adapter.embed_inputs(batch)
+        positions = self.adapter.position_ids(batch)
+        mask = batch["attention_mask"]
+        if paths is None:
+            return run_without_prefix(self.adapter.run_language_model, embeds, mask, positions)
+        assert self.prefix is not None
+        offset = self.config.prefix_len if self.config.prefix_position == "shift" else 0
+        return run_paths(
+            self.adapter.run_language_model,
+            self.prefix,
+            list(paths),
+            embeds,
+            mask,
+            positions,
+            position_offset=offset,
+            parallel=self.config.path_batching == "parallel",
+        )
+
+    # ------------------------------------------------------------- parameters
+    def method_parameters(self) -> dict[str, nn.Parameter]:
+        """The method's own weights (prefixes and aggregator), by state-dict name."""
+        named = {}
+        for prefix, module in (("prefix", self.prefix), ("aggregator", self.aggregator)):
+            if module is not None:
+                named.update({f"{prefix}.{name}": p for name, p in module.named_parameters()})
+        return named

@@ -1,0 +1,118 @@
+"""Deep prefixes: per path and per layer, K learnable keys and values (paper section 3.1, eq. 2).
+
+Path ``i`` of layer ``l`` owns ``p_K, p_V`` shaped like that layer's key/value heads,
+``[num_kv_heads, K, head_dim]``. They are concatenated in front of the layer's own keys and
+values, so every query also attends to the K prefix slots. Hugging Face attention layers already
+do exactly this concatenation when given a cache: we hand them a :class:`PrefixCache` whose
+layers return ``cat(prefix, new)`` and store nothing.
+
+Why a stateless cache instead of a filled ``DynamicCache`` (what PEFT's PrefixTuning does): a
+``DynamicCache`` appends every key it sees. Gradient checkpointing and GradCache re-run the
+forward of a layer or a whole chunk; with a stateful cache the second run would see
+``[prefix, keys, keys]``. A cache that never stores makes every forward, and every re-forward,
+identical by construction.
+
+Rotary positions: prefix keys carry no rotation. We give the real tokens the positions they
+have without any prefix (0..L-1 after padding is removed), so a prefix-free forward (the
+paper's R7 ablation) and a prefixed one see the same rotary geometry and single-path inference
+is the baseline computation plus K extra key slots. PEFT's PrefixTuning instead lets the model
+infer positions from the cache length, placing real tokens at K..K+L-1; ``position_offset``
+reproduces that convention when needed (the PEFT equivalence test uses it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+from torch import nn
+from transformers.cache_utils import Cache, DynamicLayer
+
+
+@dataclass(frozen=True)
+class KVGeometry:
+    """The shape of one language model's keys and values, per layer."""
+
+    num_layers: int
+    num_kv_heads: int
+    head_dim: int
+
+
+class PrefixLayer(DynamicLayer):
+    """One layer's prefix: returns ``cat(prefix, new)`` on every update and keeps nothing."""
+
+    def __init__(self, keys: torch.Tensor, values: torch.Tensor) -> None:
+        super().__init__()
+        self.prefix_keys = keys
+        self.prefix_values = values
+        self.dtype, self.device = keys.dtype, keys.device
+        self.is_initialized = True
+
+    def update(self, key_states, value_states, *args, **kwargs):
+        keys = torch.cat([self.prefix_keys.to(key_states.dtype), key_states], dim=-2)
+        values = torch.cat([self.prefix_values.to(value_states.dtype), value_states], dim=-2)
+        return keys, values
+
+    def get_seq_length(self) -> int:
+        return self.prefix_keys.shape[-2]
+
+    def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
+        return self.get_seq_length() + query_length, 0
+
+    def reset(self) -> None:  # nothing is ever stored
+        return None
+
+
+class PrefixCache(Cache):
+    """A read-only cache holding one prefix per layer; built fresh for every forward."""
+
+    def __init__(self, keys: Sequence[torch.Tensor], values: Sequence[torch.Tensor]) -> None:
+        super().__init__(layers=[PrefixLayer(k, v) for k, v in zip(keys, values)])
+
+
+class PrefixBank(nn.Module):
+    """Learnable deep prefixes for N paths.
+
+    Parameters ``keys`` and ``values`` have shape ``[N, num_layers, num_kv_heads, K, head_dim]``.
+    Each path is initialised from its own seeded generator (``seed + path``), so paths start
+    different and a given seed always gives the same bank.
+    """
+
+    def __init__(
+        self,
+        geometry: KVGeometry,
+        num_paths: int,
+        prefix_len: int,
+        init_std: float = 0.02,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if num_paths < 1 or prefix_len < 1:
+            raise ValueError(f"need num_paths >= 1 and prefix_len >= 1, got {num_paths}, {prefix_len}")
+        self.geometry = geometry
+        self.num_paths = num_paths
+        self.prefix_len = prefix_len
+        shape = (geometry.num_layers, geometry.num_kv_heads, prefix_len, geometry.head_dim)
+        keys, values = [], []
+        for path in range(num_paths):
+            generator = torch.Generator().manual_seed(seed + path)
+            keys.append(torch.randn(shape, generator=generator) * init_std)
+            values.append(torch.randn(shape, generator=generator) * init_std)
+        self.keys = nn.Parameter(torch.stack(keys))
+        self.values = nn.Parameter(torch.stack(values))
+
+    def cache_for(self, paths: Sequence[int], batch_size: int, dtype: torch.dtype | None = None) -> PrefixCache:
+        """A cache for a batch laid out path-major: rows ``[p*B:(p+1)*B]`` belong to ``paths[p]``."""
+        index = torch.as_tensor(list(paths), device=self.keys.device)
+        keys = self.keys.index_select(0, index)  # [P, layers, heads, K, dim]
+        values = self.values.index_select(0, index)
+        if dtype is not None:
+            keys, values = keys.to(dtype), values.to(dtype)
+        per_layer_keys = [
+            keys[:, layer].repeat_interleave(batch_size, dim=0) for layer in range(self.geometry.num_layers)
+        ]
+        per_layer_values = [
+            values[:, layer].repeat_interleave(batch_size, dim=0) for layer in range(self.geometry.num_layers)
+        ]
+        return PrefixCache(per_layer_keys, per_layer_values)
