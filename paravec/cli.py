@@ -10,7 +10,7 @@ import argparse
 import importlib
 import sys
 
-COMMAND_MODULES = ("encode",)
+COMMAND_MODULES = ("encode", "flops")
 
 
 def build_parser() -> argparse.ArgumentParser:
