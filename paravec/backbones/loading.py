@@ -62,5 +62,5 @@ def load_backbone(source: str, options: BackboneOptions | None = None) -> Backbo
     adapter = adapter_class(model, processor)
     adapter.apply_resolution(options.image_resolution)
     if options.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     return adapter

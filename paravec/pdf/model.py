@@ -22,7 +22,7 @@ from torch import nn
 from paravec.backbones.base import Batch, BackboneAdapter
 from paravec.items import Item, format_text
 from paravec.pdf.aggregator import Aggregator
-from paravec.pdf.prefix import PrefixBank
+from paravec.pdf.prefix import PrefixBank, keep_prefix_under_checkpointing
 from paravec.pdf.runner import run_paths, run_without_prefix
 
 INFERENCE_MODES = ("path0", "aggregate", "no-prefix")
@@ -84,8 +84,11 @@ class PDFEmbeddingModel(nn.Module):
             self.prefix = PrefixBank(
                 adapter.kv_geometry, config.num_paths, config.prefix_len, config.prefix_init_std, config.seed
             )
+            keep_prefix_under_checkpointing(adapter.language_model)
             if config.num_paths > 1:
-                self.aggregator = Aggregator(adapter.hidden_size, config.num_paths)
+                with torch.random.fork_rng(devices=[]):  # same seed, same aggregator, any process
+                    torch.manual_seed(config.seed)
+                    self.aggregator = Aggregator(adapter.hidden_size, config.num_paths)
 
     # ------------------------------------------------------------------ inputs
     def prepare(self, items: Sequence[Item], padding_side: str = "right") -> Batch:

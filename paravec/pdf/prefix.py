@@ -28,6 +28,7 @@ from typing import Sequence
 import torch
 from torch import nn
 from transformers.cache_utils import Cache, DynamicLayer
+from transformers.modeling_layers import GradientCheckpointingLayer
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,20 @@ class PrefixCache(Cache):
 
     def __init__(self, keys: Sequence[torch.Tensor], values: Sequence[torch.Tensor]) -> None:
         super().__init__(layers=[PrefixLayer(k, v) for k, v in zip(keys, values)])
+
+
+def keep_prefix_under_checkpointing(module: nn.Module) -> int:
+    """Let checkpointed decoder layers keep their cache argument; returns how many layers.
+
+    Hugging Face decoder layers drop ``past_key_values`` when they run with gradient
+    checkpointing in training mode, because a writing cache would be written twice by the
+    recompute. That would silently remove the prefix from every checkpointed layer. Our
+    :class:`PrefixCache` only reads, so the recompute sees exactly the same keys and values.
+    """
+    layers = [m for m in module.modules() if isinstance(m, GradientCheckpointingLayer)]
+    for layer in layers:
+        layer._can_checkpoint_with_cache = True
+    return len(layers)
 
 
 class PrefixBank(nn.Module):

@@ -1,0 +1,249 @@
+"""The public face of a trained (or preset) model: ``paravec.load(...)`` -> :class:`Embedder`.
+
+A saved embedder is a folder:
+
+* ``paravec.json`` -- what to build: the backbone source, loading options, the PDF settings,
+  the LoRA settings (if any), the method and the default inference mode;
+* ``pdf_heads.safetensors`` -- the prefix bank and the aggregator (absent for the baseline);
+* ``lora/`` -- a PEFT LoRA adapter, when the backbone was fine-tuned with LoRA;
+* ``backbone/`` -- full backbone weights, processor and tokenizer, when the folder must stand
+  alone (exports, or runs that trained every weight). Otherwise ``backbone`` names a preset, a
+  model folder or a hub id, and only what training changed is stored.
+
+A folder without ``paravec.json`` is read as a plain Hugging Face checkpoint: a baseline
+embedder (last-token pooling, no prefix).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+
+from paravec.backbones import BackboneOptions, is_preset, load_backbone
+from paravec.backbones.lora import LoraSettings, load_lora
+from paravec.items import Item
+from paravec.pdf.model import PDFConfig, PDFEmbeddingModel
+
+SPEC_FILE = "paravec.json"
+HEADS_FILE = "pdf_heads.safetensors"
+LORA_DIR = "lora"
+BACKBONE_DIR = "backbone"
+FORMAT_VERSION = 1
+
+
+@dataclass
+class EmbedderSpec:
+    """Everything needed to rebuild an embedder (the content of ``paravec.json``)."""
+
+    backbone: str
+    backbone_options: dict = field(default_factory=dict)
+    pdf: dict = field(default_factory=dict)
+    lora: dict | None = None
+    method: str = "pdf"
+    default_mode: str | None = None
+    info: dict = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        payload = {"format_version": FORMAT_VERSION, **self.__dict__}
+        return json.dumps(payload, indent=2, sort_keys=True)
+
+    @classmethod
+    def from_file(cls, path: Path) -> "EmbedderSpec":
+        try:
+            payload = json.loads(path.read_text())
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path}: not valid JSON ({error})") from None
+        version = payload.pop("format_version", None)
+        if version != FORMAT_VERSION:
+            raise ValueError(f"{path}: format_version {version!r} is not supported (expected {FORMAT_VERSION})")
+        unknown = set(payload) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"{path}: unknown fields {sorted(unknown)}")
+        return cls(**payload)
+
+
+class Embedder:
+    """Embeds items with one inference mode; the object users, the CLI and the server share."""
+
+    def __init__(self, model: PDFEmbeddingModel, spec: EmbedderSpec, name: str, mode: str | None = None) -> None:
+        self.model = model.eval()
+        self.spec = spec
+        self.name = name
+        self.mode = mode or spec.default_mode or model.config.default_mode
+
+    @property
+    def dim(self) -> int:
+        return self.model.dim
+
+    @property
+    def tokenizer(self):
+        return self.model.adapter.tokenizer
+
+    @torch.inference_mode()
+    def encode(
+        self,
+        items: Sequence[Item],
+        *,
+        batch_size: int = 16,
+        mode: str | None = None,
+        normalize: bool = True,
+        show_progress: bool = False,
+    ) -> np.ndarray:
+        """Embeddings of ``items`` in input order: float32 ``[n, d]``."""
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        mode = mode or self.mode
+        chunks = []
+        starts = range(0, len(items), batch_size)
+        for start in tqdm(starts, desc="encode", unit="batch", disable=not show_progress):
+            batch = self.model.prepare(items[start : start + batch_size])
+            embeddings = self.model.embed(batch, mode).float()
+            if normalize:
+                embeddings = F.normalize(embeddings, dim=-1)
+            chunks.append(embeddings.cpu().numpy())
+        if not chunks:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return np.concatenate(chunks).astype(np.float32, copy=False)
+
+    def save(self, directory: str | os.PathLike, *, with_backbone: bool = False, merge_lora: bool = False) -> Path:
+        """Write the embedder folder atomically (a temporary folder renamed into place)."""
+        return save_embedder(self.model, self.spec, directory, with_backbone=with_backbone, merge_lora=merge_lora)
+
+
+# --------------------------------------------------------------------------- saving
+def save_embedder(
+    model: PDFEmbeddingModel,
+    spec: EmbedderSpec,
+    directory: str | os.PathLike,
+    *,
+    with_backbone: bool = False,
+    merge_lora: bool = False,
+    peft_model: Any = None,
+) -> Path:
+    """Save what rebuilding needs; ``with_backbone`` makes the folder self-contained."""
+    target = Path(directory)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    try:
+        spec = EmbedderSpec(**{**spec.__dict__})
+        heads = {name: p.detach().float().cpu().contiguous() for name, p in model.method_parameters().items()}
+        if heads:
+            save_file(heads, str(staging / HEADS_FILE))
+        lora_layers = _has_lora(model.backbone)
+        if lora_layers and not merge_lora:
+            _save_lora(model, staging / LORA_DIR, peft_model)
+        if with_backbone:
+            _save_backbone(model, staging / BACKBONE_DIR, merge_lora and lora_layers)
+            spec.backbone = BACKBONE_DIR
+            if merge_lora:
+                spec.lora = None
+        (staging / SPEC_FILE).write_text(spec.to_json())
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return target
+
+
+def _has_lora(module: torch.nn.Module) -> bool:
+    return any("lora_" in name for name, _ in module.named_parameters())
+
+
+def _save_lora(model: PDFEmbeddingModel, directory: Path, peft_model: Any) -> None:
+    from peft import get_peft_model_state_dict
+
+    config = getattr(model.backbone, "peft_config", None)
+    if peft_model is None and config is None:
+        raise ValueError("the backbone has LoRA layers but no PEFT config to save them with")
+    peft_config = (peft_model.peft_config if peft_model is not None else config)["default"]
+    directory.mkdir(parents=True)
+    peft_config.save_pretrained(str(directory))
+    state = get_peft_model_state_dict(model.backbone, adapter_name="default")
+    save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(directory / "adapter_model.safetensors"))
+
+
+def _save_backbone(model: PDFEmbeddingModel, directory: Path, merge: bool) -> None:
+    """Plain Hugging Face weights: LoRA merged in (``merge``) or left out (base weights only)."""
+    backbone = model.backbone
+    state = {}
+    for name, tensor in backbone.state_dict().items():
+        if "lora_" in name:
+            continue
+        state[name.replace(".base_layer.", ".")] = tensor
+    if merge:
+        for name, module in backbone.named_modules():
+            if hasattr(module, "get_delta_weight") and hasattr(module, "base_layer"):
+                delta = sum(module.get_delta_weight(adapter) for adapter in module.active_adapters)
+                key = f"{name}.weight"
+                state[key] = state[key] + delta.to(state[key].dtype)
+    backbone.save_pretrained(str(directory), state_dict=state)
+    model.adapter.processor.save_pretrained(str(directory))
+
+
+# --------------------------------------------------------------------------- loading
+def load(
+    source: str | os.PathLike,
+    *,
+    mode: str | None = None,
+    device: str | torch.device | None = None,
+    dtype: str | None = None,
+    attn_implementation: str | None = None,
+    image_resolution: str | int | None = None,
+) -> Embedder:
+    """An embedder from a preset name, a saved paravec folder, or a plain HF checkpoint."""
+    source = str(source)
+    spec, base_dir = _resolve_spec(source)
+    options = dict(spec.backbone_options)
+    for key, value in (("dtype", dtype), ("attn_implementation", attn_implementation), ("image_resolution", image_resolution)):
+        if value is not None:
+            options[key] = value
+    backbone_source = spec.backbone
+    if base_dir is not None and backbone_source == BACKBONE_DIR:
+        backbone_source = str(base_dir / BACKBONE_DIR)
+    adapter = load_backbone(backbone_source, BackboneOptions(**options))
+    if spec.lora is not None:
+        if base_dir is None:
+            raise ValueError(f"{source}: spec names LoRA settings but there is no folder to read them from")
+        load_lora(adapter, str(base_dir / LORA_DIR))
+    model = PDFEmbeddingModel(adapter, PDFConfig(**spec.pdf))
+    if base_dir is not None and (base_dir / HEADS_FILE).exists():
+        heads = load_file(str(base_dir / HEADS_FILE))
+        own = model.method_parameters()
+        if set(heads) != set(own):
+            raise ValueError(f"{base_dir / HEADS_FILE}: holds {sorted(heads)}, the model expects {sorted(own)}")
+        with torch.no_grad():
+            for name, tensor in heads.items():
+                own[name].copy_(tensor)
+    if device is not None:
+        model.to(device)
+    name = spec.info.get("name") or Path(source).name or source
+    return Embedder(model, spec, name=name, mode=mode)
+
+
+def _resolve_spec(source: str) -> tuple[EmbedderSpec, Path | None]:
+    if is_preset(source):
+        return EmbedderSpec(backbone=source, pdf=PDFConfig().to_dict(), method="pdf"), None
+    path = Path(source)
+    if (path / SPEC_FILE).is_file():
+        return EmbedderSpec.from_file(path / SPEC_FILE), path
+    if path.exists() and not (path / "config.json").is_file():
+        raise ValueError(f"{source}: neither a paravec model folder ({SPEC_FILE}) nor a Hugging Face checkpoint (config.json)")
+    baseline = PDFConfig(use_prefix=False).to_dict()
+    return EmbedderSpec(backbone=source, pdf=baseline, method="baseline"), None
+
+
+def lora_settings_from(spec: EmbedderSpec) -> LoraSettings | None:
+    return None if spec.lora is None else LoraSettings(**spec.lora)

@@ -1,0 +1,148 @@
+"""The PDF embedding model on every family's tiny preset."""
+
+import pytest
+import torch
+from PIL import Image
+
+from paravec.backbones import load_backbone
+from paravec.items import Item
+from paravec.pdf.model import PDFConfig, PDFEmbeddingModel
+
+FAMILIES = ["tiny-qwen2-vl", "tiny-qwen2.5-vl", "tiny-llava-next", "tiny-smolvlm"]
+
+
+def _items():
+    red = Image.new("RGB", (60, 48), (220, 30, 30))
+    green = Image.new("RGB", (40, 56), (30, 200, 60))
+    return [
+        Item(text="what colour is the shape?", image=red, instruction="Answer the question about the image"),
+        Item(text="a short caption about nothing in particular"),
+        Item(image=green),
+        Item(text="<|image_1|> a picture with a placeholder", image=red),
+    ]
+
+
+@pytest.fixture(scope="module", params=FAMILIES)
+def model(request):
+    adapter = load_backbone(request.param)
+    return PDFEmbeddingModel(adapter, PDFConfig(num_paths=2, prefix_len=4, prefix_init_std=0.5)).eval()
+
+
+def test_parallel_forward_gives_distinct_paths_and_an_aggregate(model):
+    batch = model.prepare(_items())
+    with torch.no_grad():
+        out = model(batch)
+    assert out.paths.shape == (4, 2, model.dim)
+    assert out.aggregate.shape == (4, model.dim)
+    assert torch.allclose(out.weights.sum(-1), torch.ones(4))
+    assert (out.paths[:, 0] - out.paths[:, 1]).abs().max() > 1e-3
+    expected = (out.weights.unsqueeze(-1) * out.paths).sum(1)
+    assert torch.allclose(out.aggregate, expected, atol=1e-6)
+
+
+def test_single_path_inference_equals_its_slice_of_the_parallel_run(model):
+    batch = model.prepare(_items())
+    with torch.no_grad():
+        parallel = model(batch).paths
+        for path in range(2):
+            single = model.embed(batch, f"path{path}")
+            assert torch.allclose(single, parallel[:, path], atol=1e-5)
+
+
+def test_sequential_path_batching_matches_parallel(model):
+    batch = model.prepare(_items())
+    sequential = PDFEmbeddingModel.__new__(PDFEmbeddingModel)
+    sequential.__dict__.update(model.__dict__)
+    sequential.config = PDFConfig(**{**model.config.to_dict(), "path_batching": "sequential"})
+    with torch.no_grad():
+        assert torch.allclose(sequential(batch).paths, model(batch).paths, atol=1e-5)
+
+
+def test_vision_tower_runs_once_per_input_whatever_n(model):
+    calls = []
+    vision = model.adapter.vision_modules[0]
+
+    def record(module, args, kwargs, output):
+        pixels = args[0] if args else kwargs["pixel_values"]
+        calls.append(pixels.shape[0])
+
+    handle = vision.register_forward_hook(record, with_kwargs=True)
+    try:
+        batch = model.prepare(_items())
+        with torch.no_grad():
+            model(batch)
+        parallel_calls = list(calls)
+        calls.clear()
+        with torch.no_grad():
+            model.embed(batch, "path0")
+    finally:
+        handle.remove()
+    assert len(parallel_calls) == 1
+    assert parallel_calls == calls  # same images, same amount of vision work, N=2 or one path
+
+
+def test_left_and_right_padding_give_the_same_embeddings(model):
+    items = _items()
+    with torch.no_grad():
+        right = model(model.prepare(items, padding_side="right"))
+        left = model(model.prepare(items, padding_side="left"))
+        no_prefix_right = model.embed(model.prepare(items, padding_side="right"), "no-prefix")
+        no_prefix_left = model.embed(model.prepare(items, padding_side="left"), "no-prefix")
+    assert torch.allclose(right.paths, left.paths, atol=1e-5)
+    assert torch.allclose(no_prefix_right, no_prefix_left, atol=1e-5)
+
+
+def test_no_prefix_mode_differs_from_the_prefixed_paths(model):
+    batch = model.prepare(_items())
+    with torch.no_grad():
+        plain = model.embed(batch, "no-prefix")
+        path0 = model.embed(batch, "path0")
+    assert (plain - path0).abs().max() > 1e-3
+
+
+def test_lm_head_never_runs(model):
+    calls = []
+    handle = model.backbone.lm_head.register_forward_hook(lambda *args: calls.append(1))
+    try:
+        with torch.no_grad():
+            model(model.prepare(_items()))
+    finally:
+        handle.remove()
+    assert calls == []
+
+
+def test_bad_modes_are_refused(model):
+    batch = model.prepare(_items()[:1])
+    for mode in ("path2", "sideways"):
+        with pytest.raises(ValueError):
+            model.embed(batch, mode)
+
+
+def test_baseline_model_has_no_prefix_and_one_path():
+    adapter = load_backbone("tiny-qwen2-vl")
+    baseline = PDFEmbeddingModel(adapter, PDFConfig(use_prefix=False)).eval()
+    batch = baseline.prepare(_items())
+    with torch.no_grad():
+        out = baseline(batch)
+        embedded = baseline.embed(batch)
+    assert out.paths.shape[1] == 1 and out.aggregate is None
+    assert torch.allclose(out.paths[:, 0], embedded)
+    assert baseline.method_parameters() == {}
+    with pytest.raises(ValueError):
+        baseline.embed(batch, "path0")
+
+
+def test_gradient_checkpointing_keeps_the_prefix_and_the_gradients():
+    def grads(checkpointing: bool):
+        from paravec.backbones import BackboneOptions
+
+        adapter = load_backbone("tiny-qwen2-vl", BackboneOptions(gradient_checkpointing=checkpointing))
+        model = PDFEmbeddingModel(adapter, PDFConfig(num_paths=2, prefix_len=3, prefix_init_std=0.5)).train()
+        out = model(model.prepare(_items()))
+        (out.aggregate.pow(2).sum() + out.paths.pow(2).sum()).backward()
+        return out.paths.detach(), model.prefix.keys.grad.clone()
+
+    plain, checkpointed = grads(False), grads(True)
+    assert torch.allclose(plain[0], checkpointed[0], atol=1e-5)
+    assert torch.allclose(plain[1], checkpointed[1], atol=1e-5)
+    assert plain[1].abs().sum() > 0
