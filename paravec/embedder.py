@@ -22,7 +22,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -31,7 +31,7 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from paravec.backbones import BackboneOptions, is_preset, load_backbone
-from paravec.backbones.lora import LoraSettings, load_lora
+from paravec.backbones.lora import LoraSettings, load_lora, save_lora
 from paravec.items import Item
 from paravec.pdf.model import PDFConfig, PDFEmbeddingModel
 
@@ -129,7 +129,6 @@ def save_embedder(
     *,
     with_backbone: bool = False,
     merge_lora: bool = False,
-    peft_model: Any = None,
 ) -> Path:
     """Save what rebuilding needs; ``with_backbone`` makes the folder self-contained."""
     target = Path(directory)
@@ -142,7 +141,7 @@ def save_embedder(
             save_file(heads, str(staging / HEADS_FILE))
         lora_layers = _has_lora(model.backbone)
         if lora_layers and not merge_lora:
-            _save_lora(model, staging / LORA_DIR, peft_model)
+            save_lora(model.adapter, str(staging / LORA_DIR))
         if with_backbone:
             _save_backbone(model, staging / BACKBONE_DIR, merge_lora and lora_layers)
             spec.backbone = BACKBONE_DIR
@@ -160,19 +159,6 @@ def save_embedder(
 
 def _has_lora(module: torch.nn.Module) -> bool:
     return any("lora_" in name for name, _ in module.named_parameters())
-
-
-def _save_lora(model: PDFEmbeddingModel, directory: Path, peft_model: Any) -> None:
-    from peft import get_peft_model_state_dict
-
-    config = getattr(model.backbone, "peft_config", None)
-    if peft_model is None and config is None:
-        raise ValueError("the backbone has LoRA layers but no PEFT config to save them with")
-    peft_config = (peft_model.peft_config if peft_model is not None else config)["default"]
-    directory.mkdir(parents=True)
-    peft_config.save_pretrained(str(directory))
-    state = get_peft_model_state_dict(model.backbone, adapter_name="default")
-    save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(directory / "adapter_model.safetensors"))
 
 
 def _save_backbone(model: PDFEmbeddingModel, directory: Path, merge: bool) -> None:

@@ -64,6 +64,8 @@ class BackboneAdapter(ABC):
     def __init__(self, model: PreTrainedModel, processor: Any) -> None:
         self.model = model
         self.processor = processor
+        #: The PEFT wrapper once LoRA layers are injected (see :mod:`paravec.backbones.lora`).
+        self.peft_model: Any = None
 
     # ----------------------------------------------------------------- loading
     @classmethod

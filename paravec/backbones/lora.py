@@ -45,10 +45,19 @@ def lora_config(adapter: BackboneAdapter, settings: LoraSettings) -> LoraConfig:
 
 
 def apply_lora(adapter: BackboneAdapter, settings: LoraSettings) -> PeftModel:
-    """Inject LoRA layers into the adapter's language model (in place) and return the PEFT wrapper."""
-    return get_peft_model(adapter.model, lora_config(adapter, settings))
+    """Inject LoRA layers into the adapter's language model (in place); the wrapper is kept on the adapter."""
+    adapter.peft_model = get_peft_model(adapter.model, lora_config(adapter, settings))
+    return adapter.peft_model
 
 
 def load_lora(adapter: BackboneAdapter, directory: str, trainable: bool = False) -> PeftModel:
-    """Inject LoRA layers saved by :func:`apply_lora`'s wrapper (``save_pretrained``) into the adapter's model."""
-    return PeftModel.from_pretrained(adapter.model, directory, is_trainable=trainable)
+    """Inject LoRA layers saved by :func:`save_lora` into the adapter's model."""
+    adapter.peft_model = PeftModel.from_pretrained(adapter.model, directory, is_trainable=trainable)
+    return adapter.peft_model
+
+
+def save_lora(adapter: BackboneAdapter, directory: str) -> None:
+    """Write the LoRA adapter (PEFT's own format: ``adapter_config.json`` + safetensors)."""
+    if adapter.peft_model is None:
+        raise ValueError("this backbone has no LoRA layers to save")
+    adapter.peft_model.save_pretrained(directory)

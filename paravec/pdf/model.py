@@ -72,66 +72,37 @@ class PathEmbeddings:
     weights: torch.Tensor | None  # [B, N]
 
 
-class PDFEmbeddingModel(nn.Module):
+class PathEncoder(nn.Module):
+    """Backbone plus prefix bank: a batch in, every path's embedding out (``[B, P, d]``).
+
+    This is the part of the model that runs once per chunk under GradCache and that a
+    distributed engine (DDP, FSDP, DeepSpeed) wraps. The aggregator stays outside it: it only
+    acts on embeddings, in the loss, over the whole batch.
+    """
+
     def __init__(self, adapter: BackboneAdapter, config: PDFConfig) -> None:
         super().__init__()
         self.adapter = adapter
         self.config = config
         self.backbone = adapter.model
         self.prefix: PrefixBank | None = None
-        self.aggregator: Aggregator | None = None
         if config.use_prefix:
             self.prefix = PrefixBank(
                 adapter.kv_geometry, config.num_paths, config.prefix_len, config.prefix_init_std, config.seed
             )
             keep_prefix_under_checkpointing(adapter.language_model)
-            if config.num_paths > 1:
-                with torch.random.fork_rng(devices=[]):  # same seed, same aggregator, any process
-                    torch.manual_seed(config.seed)
-                    self.aggregator = Aggregator(adapter.hidden_size, config.num_paths)
 
-    # ------------------------------------------------------------------ inputs
-    def prepare(self, items: Sequence[Item], padding_side: str = "right") -> Batch:
-        """Items -> a padded batch on the model's device (prompt template applied)."""
-        texts = [format_text(item, self.adapter.image_token) for item in items]
-        batch = self.adapter.collate(texts, [item.image for item in items], padding_side=padding_side)
-        device = self.device
-        return {key: value.to(device) if torch.is_tensor(value) else value for key, value in batch.items()}
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.backbone.parameters()).device
-
-    @property
-    def dim(self) -> int:
-        return self.adapter.hidden_size
-
-    # ---------------------------------------------------------------- forward
-    def forward(self, batch: Batch) -> PathEmbeddings:
-        """All paths of every input (vision tower once), plus the aggregate when N > 1."""
-        paths = self._run(batch, None if self.prefix is None else range(self.config.num_paths))
-        if self.aggregator is None:
-            return PathEmbeddings(paths, None, None)
-        aggregate, weights = self.aggregator(paths)
-        return PathEmbeddings(paths, aggregate, weights)
-
-    def embed(self, batch: Batch, mode: str | None = None) -> torch.Tensor:
-        """The one embedding per input an inference mode gives: ``[B, d]``."""
-        mode = mode or self.config.default_mode
-        if mode == "no-prefix":
-            return self._run(batch, None)[:, 0]
+    def forward(self, batch: Batch, paths: Sequence[int] | None = None) -> torch.Tensor:
+        """Embeddings of ``paths`` (all paths by default; none for the baseline): ``[B, P, d]``."""
         if self.prefix is None:
-            raise ValueError(f"mode {mode!r} needs a prefixed (PDF) model; this one only supports 'no-prefix'")
-        if mode == "aggregate":
-            output = self.forward(batch)
-            return output.paths[:, 0] if output.aggregate is None else output.aggregate
-        match = _PATH_MODE.match(mode)
-        if not match:
-            raise ValueError(f"unknown mode {mode!r}; use one of {', '.join(INFERENCE_MODES)} or path<i>")
-        path = int(match.group(1))
-        if path >= self.config.num_paths:
-            raise ValueError(f"mode {mode!r} but the model has {self.config.num_paths} paths")
-        return self._run(batch, [path])[:, 0]
+            if paths is not None:
+                raise ValueError("this model has no prefix; it has a single prefix-free path")
+            return self._run(batch, None)
+        return self._run(batch, range(self.config.num_paths) if paths is None else paths)
+
+    def without_prefix(self, batch: Batch) -> torch.Tensor:
+        """The prefix-free pass (the paper's R7 inference): ``[B, 1, d]``."""
+        return self._run(batch, None)
 
     def _run(self, batch: Batch, paths: Sequence[int] | None) -> torch.Tensor:
         embeds = self.adapter.embed_inputs(batch)
@@ -151,6 +122,81 @@ class PDFEmbeddingModel(nn.Module):
             position_offset=offset,
             parallel=self.config.path_batching == "parallel",
         )
+
+
+class PDFEmbeddingModel(nn.Module):
+    """Path encoder plus aggregator, with the inference modes."""
+
+    def __init__(self, adapter: BackboneAdapter, config: PDFConfig) -> None:
+        super().__init__()
+        self.encoder = PathEncoder(adapter, config)
+        self.aggregator: Aggregator | None = None
+        if config.use_prefix and config.num_paths > 1:
+            with torch.random.fork_rng(devices=[]):  # same seed, same aggregator, any process
+                torch.manual_seed(config.seed)
+                self.aggregator = Aggregator(adapter.hidden_size, config.num_paths)
+
+    @property
+    def adapter(self) -> BackboneAdapter:
+        return self.encoder.adapter
+
+    @property
+    def config(self) -> PDFConfig:
+        return self.encoder.config
+
+    @property
+    def backbone(self) -> nn.Module:
+        return self.encoder.backbone
+
+    @property
+    def prefix(self) -> PrefixBank | None:
+        return self.encoder.prefix
+
+    # ------------------------------------------------------------------ inputs
+    def prepare(self, items: Sequence[Item], padding_side: str = "right") -> Batch:
+        """Items -> a padded batch on the model's device (prompt template applied)."""
+        texts = [format_text(item, self.adapter.image_token) for item in items]
+        batch = self.adapter.collate(texts, [item.image for item in items], padding_side=padding_side)
+        device = self.device
+        return {key: value.to(device) if torch.is_tensor(value) else value for key, value in batch.items()}
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.backbone.parameters()).device
+
+    @property
+    def dim(self) -> int:
+        return self.adapter.hidden_size
+
+    # ---------------------------------------------------------------- forward
+    def aggregate(self, paths: torch.Tensor) -> PathEmbeddings:
+        """Attach the aggregate (and its weights) to path embeddings, when the model has N > 1."""
+        if self.aggregator is None:
+            return PathEmbeddings(paths, None, None)
+        aggregate, weights = self.aggregator(paths)
+        return PathEmbeddings(paths, aggregate, weights)
+
+    def forward(self, batch: Batch) -> PathEmbeddings:
+        """All paths of every input (vision tower once), plus the aggregate when N > 1."""
+        return self.aggregate(self.encoder(batch))
+
+    def embed(self, batch: Batch, mode: str | None = None) -> torch.Tensor:
+        """The one embedding per input an inference mode gives: ``[B, d]``."""
+        mode = mode or self.config.default_mode
+        if mode == "no-prefix":
+            return self.encoder.without_prefix(batch)[:, 0]
+        if self.prefix is None:
+            raise ValueError(f"mode {mode!r} needs a prefixed (PDF) model; this one only supports 'no-prefix'")
+        if mode == "aggregate":
+            output = self.forward(batch)
+            return output.paths[:, 0] if output.aggregate is None else output.aggregate
+        match = _PATH_MODE.match(mode)
+        if not match:
+            raise ValueError(f"unknown mode {mode!r}; use one of {', '.join(INFERENCE_MODES)} or path<i>")
+        path = int(match.group(1))
+        if path >= self.config.num_paths:
+            raise ValueError(f"mode {mode!r} but the model has {self.config.num_paths} paths")
+        return self.encoder(batch, [path])[:, 0]
 
     # ------------------------------------------------------------- parameters
     def method_parameters(self) -> dict[str, nn.Parameter]:

@@ -51,11 +51,15 @@ def test_single_path_inference_equals_its_slice_of_the_parallel_run(model):
 
 def test_sequential_path_batching_matches_parallel(model):
     batch = model.prepare(_items())
-    sequential = PDFEmbeddingModel.__new__(PDFEmbeddingModel)
-    sequential.__dict__.update(model.__dict__)
-    sequential.config = PDFConfig(**{**model.config.to_dict(), "path_batching": "sequential"})
+    parallel_config = model.encoder.config
+    try:
+        model.encoder.config = PDFConfig(**{**parallel_config.to_dict(), "path_batching": "sequential"})
+        with torch.no_grad():
+            sequential = model(batch).paths
+    finally:
+        model.encoder.config = parallel_config
     with torch.no_grad():
-        assert torch.allclose(sequential(batch).paths, model(batch).paths, atol=1e-5)
+        assert torch.allclose(sequential, model(batch).paths, atol=1e-5)
 
 
 def test_vision_tower_runs_once_per_input_whatever_n(model):

@@ -1,0 +1,85 @@
+"""paravec.load / Embedder.save round trips."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import paravec
+from paravec.backbones.lora import LoraSettings, apply_lora
+from paravec.embedder import SPEC_FILE
+from paravec.items import Item
+
+
+def _items():
+    return [
+        Item(text="a blue square above a circle", image=Image.new("RGB", (50, 60), (20, 40, 220))),
+        Item(text="just some words", instruction="Find a caption"),
+        Item(image=Image.new("RGB", (30, 30), (200, 200, 0))),
+    ]
+
+
+@pytest.mark.parametrize("preset", ["tiny-qwen2-vl", "tiny-llava-next", "tiny-smolvlm", "tiny-qwen2.5-vl"])
+def test_save_then_load_gives_identical_embeddings(tmp_path, preset):
+    embedder = paravec.load(preset)
+    with torch.no_grad():
+        for p in embedder.model.method_parameters().values():
+            p.add_(torch.randn_like(p) * 0.1)  # "trained" heads, unlike a fresh preset
+    before = embedder.encode(_items())
+    embedder.save(tmp_path / "model")
+    reloaded = paravec.load(tmp_path / "model")
+    np.testing.assert_allclose(reloaded.encode(_items()), before, atol=1e-6)
+    for mode in ("aggregate", "no-prefix", "path1"):
+        np.testing.assert_allclose(reloaded.encode(_items(), mode=mode), embedder.encode(_items(), mode=mode), atol=1e-6)
+
+
+def test_self_contained_save_with_trained_lora(tmp_path):
+    embedder = paravec.load("tiny-qwen2-vl")
+    peft_model = apply_lora(embedder.model.adapter, LoraSettings(r=4, alpha=8, dropout=0.0))
+    embedder.spec.lora = LoraSettings(r=4, alpha=8, dropout=0.0).to_dict()
+    with torch.no_grad():
+        for name, p in embedder.model.backbone.named_parameters():
+            if "lora_B" in name:
+                p.add_(torch.randn_like(p) * 0.05)
+    lora_names = [n for n, _ in embedder.model.backbone.named_parameters() if "lora_" in n]
+    assert lora_names and all("language_model" in n for n in lora_names)
+    before = embedder.encode(_items())
+    embedder.save(tmp_path / "adapter-only")
+    np.testing.assert_allclose(paravec.load(tmp_path / "adapter-only").encode(_items()), before, atol=1e-6)
+    embedder.save(tmp_path / "merged", with_backbone=True, merge_lora=True)
+    merged = paravec.load(tmp_path / "merged")
+    assert json.loads((tmp_path / "merged" / SPEC_FILE).read_text())["lora"] is None
+    assert not any("lora_" in n for n, _ in merged.model.backbone.named_parameters())
+    np.testing.assert_allclose(merged.encode(_items()), before, atol=1e-5)
+    assert peft_model is not None
+
+
+def test_plain_hugging_face_folder_loads_as_a_baseline(tmp_path):
+    embedder = paravec.load("tiny-qwen2-vl")
+    embedder.model.backbone.save_pretrained(tmp_path / "hf")
+    embedder.model.adapter.processor.save_pretrained(tmp_path / "hf")
+    baseline = paravec.load(tmp_path / "hf")
+    assert baseline.spec.method == "baseline" and baseline.mode == "no-prefix"
+    np.testing.assert_allclose(baseline.encode(_items()), embedder.encode(_items(), mode="no-prefix"), atol=1e-6)
+
+
+def test_bad_folders_are_named(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="neither a paravec model folder"):
+        paravec.load(tmp_path / "empty")
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / SPEC_FILE).write_text("{not json")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        paravec.load(tmp_path / "broken")
+
+
+def test_encode_keeps_order_across_batches_and_normalises():
+    embedder = paravec.load("tiny-qwen2-vl")
+    items = _items() * 3
+    whole = embedder.encode(items, batch_size=len(items))
+    batched = embedder.encode(items, batch_size=2)
+    np.testing.assert_allclose(batched, whole, atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(whole, axis=1), 1.0, atol=1e-5)
+    assert embedder.encode([]).shape == (0, embedder.dim)
