@@ -31,7 +31,7 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from paravec.backbones import BackboneOptions, is_preset, load_backbone
-from paravec.backbones.lora import LoraSettings, load_lora, save_lora
+from paravec.backbones.lora import load_lora, save_lora
 from paravec.items import Item
 from paravec.pdf.model import PDFConfig, PDFEmbeddingModel
 
@@ -230,6 +230,3 @@ def _resolve_spec(source: str) -> tuple[EmbedderSpec, Path | None]:
     baseline = PDFConfig(use_prefix=False).to_dict()
     return EmbedderSpec(backbone=source, pdf=baseline, method="baseline"), None
 
-
-def lora_settings_from(spec: EmbedderSpec) -> LoraSettings | None:
-    return None if spec.lora is None else LoraSettings(**spec.lora)
