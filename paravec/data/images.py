@@ -1,0 +1,120 @@
+"""Load one dataset image as RGB, failing with an error that names the bad sample.
+
+Training, evaluation and encoding all read images through :func:`load_image`, so a missing file,
+an undecodable file and an oversized file are reported the same way everywhere.
+
+Path policy. Dataset files (MMEB-train, MMEB-eval, the mini benchmark) store image paths relative
+to an image root, and a relative path must stay inside that root: ``../x.png`` is refused, since a
+path that climbs out of the root almost always means the root is wrong. Absolute paths are used
+as they are, because user-made training sets legitimately point at images elsewhere on disk.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from pathlib import Path
+from typing import Optional, Union
+
+from PIL import Image
+
+PathLike = Union[str, os.PathLike]
+
+# 8192 x 8192 is far above any MMEB image and every VLM processor downsizes to a few megapixels;
+# the cap stops one corrupt or hostile header from allocating gigabytes inside a loader worker.
+DEFAULT_MAX_IMAGE_PIXELS = 8192 * 8192
+
+
+class BadSampleError(ValueError):
+    """A sample that cannot be used: which data file, which row, which image, and why.
+
+    ``file`` and ``row`` locate the sample in its dataset file (either may be unknown);
+    ``image_path`` is the image path as the dataset wrote it.
+    """
+
+    def __init__(
+        self,
+        reason: str,
+        *,
+        file: Optional[PathLike] = None,
+        row: Optional[int] = None,
+        image_path: Optional[str] = None,
+    ) -> None:
+        self.reason = reason
+        self.file = None if file is None else str(file)
+        self.row = row
+        self.image_path = image_path
+        super().__init__(self._message())
+
+    def _message(self) -> str:
+        where = []
+        if self.file is not None:
+            where.append(self.file)
+        if self.row is not None:
+            where.append(f"row {self.row}")
+        if self.image_path is not None:
+            where.append(f"image {self.image_path!r}")
+        prefix = ", ".join(where)
+        return f"{prefix}: {self.reason}" if prefix else self.reason
+
+    def located(self, *, file: Optional[PathLike] = None, row: Optional[int] = None) -> "BadSampleError":
+        """The same error with the dataset file and row filled in (kept where already known)."""
+        return BadSampleError(
+            self.reason,
+            file=self.file if self.file is not None else file,
+            row=self.row if self.row is not None else row,
+            image_path=self.image_path,
+        )
+
+    def __reduce__(self):
+        # Keep the fields when the error crosses a process boundary (DataLoader workers).
+        rebuild = functools.partial(
+            BadSampleError, file=self.file, row=self.row, image_path=self.image_path
+        )
+        return (rebuild, (self.reason,))
+
+
+def resolve_image_path(root: Optional[PathLike], image_path: str) -> Path:
+    """Where ``image_path`` points: absolute paths as they are, relative ones under ``root``."""
+    if not image_path:
+        raise BadSampleError("empty image path")
+    path = Path(image_path)
+    if path.is_absolute():
+        return path
+    if root is None:
+        raise BadSampleError("relative image path but no image root given", image_path=image_path)
+    normalised = os.path.normpath(image_path)
+    if normalised == ".." or normalised.startswith(".." + os.sep):
+        raise BadSampleError("relative image path leaves the image root", image_path=image_path)
+    return Path(root) / normalised
+
+
+def load_image(
+    root: Optional[PathLike],
+    image_path: str,
+    *,
+    max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+) -> Image.Image:
+    """Open ``image_path`` (relative to ``root`` unless absolute) and return it decoded as RGB.
+
+    Raises :class:`BadSampleError` when the file is missing, cannot be decoded, or has more than
+    ``max_pixels`` pixels (checked from the header, before decoding). Pillow's own
+    decompression-bomb limit (``Image.MAX_IMAGE_PIXELS``) still applies on top of ``max_pixels``.
+    """
+    full_path = resolve_image_path(root, image_path)
+    if not full_path.is_file():
+        raise BadSampleError(f"image file not found: {full_path}", image_path=image_path)
+    oversized: Optional[tuple[int, int]] = None
+    try:
+        with Image.open(full_path) as image:
+            width, height = image.size
+            if width * height > max_pixels:
+                oversized = (width, height)
+            else:
+                return image.convert("RGB")
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+        raise BadSampleError(f"cannot decode image {full_path}: {error}", image_path=image_path) from error
+    raise BadSampleError(
+        f"image {full_path} is {oversized[0]}x{oversized[1]} pixels, above the limit of {max_pixels}",
+        image_path=image_path,
+    )
