@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -130,31 +128,31 @@ def save_embedder(
     with_backbone: bool = False,
     merge_lora: bool = False,
 ) -> Path:
-    """Save what rebuilding needs; ``with_backbone`` makes the folder self-contained."""
-    target = Path(directory)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-    try:
-        spec = EmbedderSpec(**{**spec.__dict__})
-        heads = {name: p.detach().float().cpu().contiguous() for name, p in model.method_parameters().items()}
-        if heads:
-            save_file(heads, str(staging / HEADS_FILE))
-        lora_layers = _has_lora(model.backbone)
-        if lora_layers and not merge_lora:
-            save_lora(model.adapter, str(staging / LORA_DIR))
-        if with_backbone:
-            _save_backbone(model, staging / BACKBONE_DIR, merge_lora and lora_layers)
-            spec.backbone = BACKBONE_DIR
-            if merge_lora:
-                spec.lora = None
-        (staging / SPEC_FILE).write_text(spec.to_json())
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(staging, target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return target
+    """Save what rebuilding needs, atomically; ``with_backbone`` makes the folder self-contained."""
+    from paravec.train.checkpoint import atomic_write_dir
+
+    return atomic_write_dir(
+        directory, lambda folder: write_embedder_files(model, spec, folder, with_backbone=with_backbone, merge_lora=merge_lora)
+    )
+
+
+def write_embedder_files(
+    model: PDFEmbeddingModel, spec: EmbedderSpec, folder: Path, *, with_backbone: bool = False, merge_lora: bool = False
+) -> None:
+    """Write an embedder's files into an existing, empty ``folder`` (see the module docstring)."""
+    spec = EmbedderSpec(**{**spec.__dict__})
+    heads = {name: p.detach().float().cpu().contiguous() for name, p in model.method_parameters().items()}
+    if heads:
+        save_file(heads, str(folder / HEADS_FILE))
+    lora_layers = _has_lora(model.backbone)
+    if lora_layers and not merge_lora:
+        save_lora(model.adapter, str(folder / LORA_DIR))
+    if with_backbone:
+        _save_backbone(model, folder / BACKBONE_DIR, merge_lora and lora_layers)
+        spec.backbone = BACKBONE_DIR
+        if merge_lora:
+            spec.lora = None
+    (folder / SPEC_FILE).write_text(spec.to_json())
 
 
 def _has_lora(module: torch.nn.Module) -> bool:

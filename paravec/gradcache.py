@@ -72,9 +72,17 @@ class GradCache:
     suspends its gradient synchronisation (``DDP.no_sync``, ``accelerator.no_sync``).
     """
 
-    def __init__(self, encoder: nn.Module, no_sync: Callable[[], ContextManager] | None = None) -> None:
+    def __init__(
+        self,
+        encoder: nn.Module,
+        no_sync: Callable[[], ContextManager] | None = None,
+        backward: Callable[[torch.Tensor], None] | None = None,
+    ) -> None:
         self.encoder = encoder
         self.no_sync = no_sync or contextlib.nullcontext
+        #: Back-propagates the loss; ``accelerator.backward`` applies fp16 loss scaling, and the
+        #: cached embedding gradients then carry the same scale into the re-runs.
+        self.backward = backward or torch.Tensor.backward
 
     def step(
         self,
@@ -106,7 +114,7 @@ class GradCache:
         finite = bool(torch.isfinite(loss.total.detach()))
         if not finite:
             return StepResult(loss, queries, targets, finite=False)
-        loss.total.backward()
+        self.backward(loss.total)
 
         gradients = list(query_leaf.grad.split([len(c) for c in cached[: len(query_chunks)]])) + list(
             target_leaf.grad.split([len(c) for c in cached[len(query_chunks) :]])
@@ -126,6 +134,7 @@ def plain_step(
     target_batch: Batch,
     loss_fn: LossFn,
     before_loss: Callable[[torch.Tensor, torch.Tensor], None] | None = None,
+    backward: Callable[[torch.Tensor], None] = torch.Tensor.backward,
 ) -> StepResult:
     """The same step without caching: one forward with a graph over the whole local batch."""
     queries = encoder(query_batch)
@@ -135,5 +144,5 @@ def plain_step(
     loss = loss_fn(queries, targets)
     finite = bool(torch.isfinite(loss.total.detach()))
     if finite:
-        loss.total.backward()
+        backward(loss.total)
     return StepResult(loss, queries.detach(), targets.detach(), finite)

@@ -1,0 +1,46 @@
+"""``paravec train CONFIG.yaml [--set key=value ...] [--resume]``.
+
+One YAML file per run (see :mod:`paravec.train.config`). Under ``accelerate launch`` the same
+command trains on many processes; see the README for multi-GPU and multi-node launches.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from paravec.cli import CommandError
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("train", help="train an embedding model from a YAML run config")
+    parser.add_argument("config", type=Path, help="run configuration (YAML)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config value, e.g. --set train.max_steps=100 (repeatable)")
+    parser.add_argument("--resume", action="store_true", help="continue from the newest complete checkpoint")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from paravec.train.config import ConfigError, load_config
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    for noisy in ("httpx", "transformers", "accelerate"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    if not args.config.is_file():
+        raise CommandError(f"{args.config}: no such config file")
+    try:
+        cfg = load_config(args.config, args.overrides)
+    except ConfigError as error:
+        raise CommandError(str(error)) from None
+    from paravec.data.images import BadSampleError
+    from paravec.data.mmeb_train import DatasetFormatError
+    from paravec.train.loop import Trainer, TrainingStopped
+
+    try:
+        trainer = Trainer(cfg)
+        trainer.run(resume=args.resume)
+    except (ConfigError, DatasetFormatError, BadSampleError, FileExistsError, FileNotFoundError, TrainingStopped) as error:
+        raise CommandError(str(error)) from None
+    return 0

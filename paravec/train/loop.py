@@ -1,0 +1,361 @@
+"""The training loop: one YAML-configured run on ``accelerate``, from a laptop CPU to many GPUs.
+
+Per step (global batch ``train.batch_size``, each process its slice):
+
+1. every process embeds its queries and targets chunk by chunk without a graph (GradCache);
+2. the MIM estimator takes its stage-1 step(s) on those detached embeddings (gathered across
+   processes, so every copy of the estimator stays identical);
+3. the loss is formed on the whole batch: aggregator, InfoNCE against targets gathered from all
+   processes, the frozen estimator's bound; its backward gives each embedding's gradient;
+4. each chunk is re-run with a graph under its recorded random state and back-propagated; DDP
+   synchronises gradients once, on the last chunk. The aggregator's gradients (computed outside
+   the wrapped encoder) are averaged by hand;
+5. gradients are clipped, AdamW steps, the schedule advances.
+
+A non-finite loss skips steps 3-5 (the weights are not touched) and is counted; after
+``train.max_nonfinite_steps`` in a row the run stops, its last checkpoint intact. Checkpoints
+hold the trainable weights, both optimisers, the schedule, every process's random state and
+the data position, so a resumed run continues exactly where the saved one was.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from safetensors.torch import load_file, save_file
+from torch.utils.data import DataLoader
+
+from paravec.data.mmeb_train import MMEBTrainDataset, MMEBTrainSource, SkipTally, TrainBatch, collate_train_pairs
+from paravec.data.sampler import GlobalBatchSampler
+from paravec.distributed import all_reduce_gradients, broadcast_parameters
+from paravec.embedder import Embedder, write_embedder_files
+from paravec.gradcache import GradCache, StepResult, plain_step
+from paravec.losses import LossOutput, path_cosine_similarity
+from paravec.train import monitor as names
+from paravec.train.checkpoint import (
+    CheckpointManager,
+    atomic_write_dir,
+    capture_rng_state,
+    restore_rng_state,
+)
+from paravec.train.config import RunConfig, RunLayout, check_paths_exist, config_differences, load_config, per_device_batch_size, save_config
+from paravec.train.monitor import Monitor
+from paravec.train.plots import plot_run
+from paravec.train.setup import (
+    TrainingParts,
+    build_optimizer,
+    build_parts,
+    build_scheduler,
+    contrastive_loss_fn,
+    parameter_groups,
+    trainable_parameters,
+)
+
+logger = logging.getLogger(__name__)
+
+TRAINABLE_FILE = "trainable.safetensors"
+STATE_FILE = "state.pt"
+
+
+class TrainingStopped(RuntimeError):
+    """Training stopped on purpose (too many non-finite losses); the message says why."""
+
+
+@dataclass
+class Progress:
+    """What the loop counts, saved with every checkpoint."""
+
+    step: int = 0
+    nonfinite_total: int = 0
+    nonfinite_in_a_row: int = 0
+    skipped: SkipTally = field(default_factory=SkipTally)
+
+
+class Trainer:
+    """One run. ``loss_fn`` is built from the config; tests may wrap it (e.g. to inject NaN)."""
+
+    def __init__(self, cfg: RunConfig, accelerator: Accelerator | None = None) -> None:
+        self.cfg = cfg
+        self.layout = RunLayout(cfg.output_dir)
+        self.accelerator = accelerator or Accelerator(mixed_precision=cfg.train.mixed_precision, cpu=not torch.cuda.is_available())
+        self.local_batch = per_device_batch_size(cfg, self.accelerator.num_processes)
+        check_paths_exist(cfg)
+        set_seed(cfg.seed)
+        self.parts: TrainingParts = build_parts(cfg)
+        model = self.parts.model
+        device = self.accelerator.device
+        model.to(device)
+        self.mim = self.parts.mim
+        if self.mim is not None:
+            self.mim.to(device)
+            broadcast_parameters(self.mim)
+            self.mim_optimizer = self.mim.make_optimizer()
+        self.encoder = self.accelerator.prepare(model.encoder)
+        if model.aggregator is not None:
+            broadcast_parameters(model.aggregator)
+        optimizer = build_optimizer(parameter_groups(model, cfg), cfg)
+        self.optimizer = self.accelerator.prepare(optimizer)
+        # Not prepared: accelerate would step a prepared schedule once per process per step.
+        self.scheduler = build_scheduler(optimizer, cfg)
+        self.loss_fn: Callable[[torch.Tensor, torch.Tensor], LossOutput] = contrastive_loss_fn(model, self.mim, cfg)
+        self.dataset = MMEBTrainDataset(
+            MMEBTrainSource(cfg.data.train_dir, cfg.data.image_root, cfg.data.subsets, cfg.data.split, cfg.data.max_per_subset),
+            on_bad_sample=cfg.data.on_bad_sample,
+        )
+        self.sampler = GlobalBatchSampler(
+            self.dataset.subset_sizes, cfg.train.batch_size, mode=cfg.data.batching, seed=cfg.seed,
+            rank=self.accelerator.process_index, world_size=self.accelerator.num_processes,
+        )
+        self.checkpoints = CheckpointManager(
+            self.layout.root, cfg.train.keep_last, is_main_process=self.accelerator.is_main_process,
+            barrier=self.accelerator.wait_for_everyone,
+        )
+        self.progress = Progress()
+
+    # ------------------------------------------------------------------ public
+    @property
+    def model(self):
+        return self.parts.model
+
+    def run(self, resume: bool = False) -> Path:
+        """Train to ``train.max_steps`` and write ``final/``; returns its path."""
+        resume_from = self._prepare_run_folder(resume)
+        rng_state = self._load_checkpoint(resume_from) if resume_from is not None else None
+        batches = iter(self._loader())  # creating the iterator draws from torch's generator...
+        if rng_state is not None:
+            restore_rng_state(rng_state)  # ...so the saved random state is restored after it
+        cfg = self.cfg
+        with Monitor(
+            self.layout.root, cfg.train.max_steps, record_every=cfg.log.every, console_every=cfg.log.console_every,
+            tensorboard=cfg.log.tensorboard, is_main_process=self.accelerator.is_main_process,
+            resume_step=self.progress.step if resume_from is not None else None,
+        ) as monitor:
+            consumed = 0
+            while self.progress.step < cfg.train.max_steps:
+                batch: TrainBatch = next(batches)
+                consumed += 1
+                self.progress.skipped.add(batch.skipped)
+                scalars = self.train_step(batch)
+                self.progress.step += 1
+                monitor.log(self.progress.step, scalars, num_samples=cfg.train.batch_size)
+                if cfg.eval.every and self.progress.step % cfg.eval.every == 0:
+                    monitor.log_eval(self.progress.step, self.evaluate())
+                if cfg.train.save_every and self.progress.step % cfg.train.save_every == 0:
+                    self._save_checkpoint(self.sampler.state_dict(consumed))
+        final = self._save_final()
+        if self.accelerator.is_main_process and cfg.log.plots:
+            plot_run(monitor.history, self.layout.plots)
+        self.accelerator.wait_for_everyone()
+        return final
+
+    def train_step(self, batch: TrainBatch) -> dict[str, float]:
+        """One optimisation step on this process's slice of the global batch."""
+        model, cfg = self.model, self.cfg
+        self.encoder.train()
+        scalars: dict[str, float] = {}
+
+        def before_loss(queries: torch.Tensor, targets: torch.Tensor) -> None:
+            if model.config.paths > 1:
+                scalars[names.PATH_SIMILARITY] = path_cosine_similarity(queries)
+            if self.mim is not None and bool(torch.isfinite(queries).all() and torch.isfinite(targets).all()):
+                scalars[names.ESTIMATOR_LOGLIK] = float(self.mim.estimator_step(queries, targets, self.mim_optimizer))
+
+        with self.accelerator.autocast():
+            result = self._forward_backward(batch, before_loss)
+        loss = result.loss
+        if not result.finite:
+            self.optimizer.zero_grad(set_to_none=True)
+            self.progress.nonfinite_total += 1
+            self.progress.nonfinite_in_a_row += 1
+            logger.warning("step %d: non-finite loss, step skipped", self.progress.step + 1)
+            if self.progress.nonfinite_in_a_row >= cfg.train.max_nonfinite_steps:
+                raise TrainingStopped(
+                    f"{self.progress.nonfinite_in_a_row} non-finite losses in a row at step {self.progress.step + 1}; "
+                    f"stopping. The newest checkpoint ({self.checkpoints.latest() or 'none yet'}) is intact; "
+                    "lower optim.lr or check the data, then resume with --resume."
+                )
+            self.scheduler.step()
+        else:
+            self.progress.nonfinite_in_a_row = 0
+            if model.aggregator is not None:
+                all_reduce_gradients(model.aggregator.parameters())
+            if cfg.optim.max_grad_norm is not None:
+                self.accelerator.clip_grad_norm_(trainable_parameters(model.encoder, model.aggregator), cfg.optim.max_grad_norm)
+            self.optimizer.step()
+            self.scheduler.step()
+            self.optimizer.zero_grad(set_to_none=True)
+        scalars.update(self._loss_scalars(loss))
+        for group in self.optimizer.param_groups:
+            scalars[f"{names.LR_PREFIX}{group.get('name', 'group')}"] = group["lr"]
+        scalars[names.NONFINITE_STEPS] = self.progress.nonfinite_total
+        scalars[names.BAD_SAMPLES] = self.progress.skipped.events
+        return scalars
+
+    def evaluate(self) -> dict[str, float]:
+        """MMEB-style evaluation of the current weights (main process; the others wait)."""
+        from paravec.eval.mmeb import evaluate_mmeb
+
+        cfg = self.cfg
+        scores: dict[str, float] = {}
+        if self.accelerator.is_main_process:
+            self.encoder.eval()
+            embedder = Embedder(self.model, self.parts.spec, name=cfg.output_dir, mode=cfg.method.inference_mode)
+            out = self.layout.root / "eval" / f"step-{self.progress.step}"
+            summary = evaluate_mmeb(
+                embedder, cfg.eval.dir, cfg.eval.image_root, out, subsets=cfg.eval.subsets,
+                mode=cfg.method.inference_mode, batch_size=cfg.eval.batch_size,
+            )
+            scores = _flatten_scores(summary)
+            self.encoder.train()
+        self.accelerator.wait_for_everyone()
+        return scores
+
+    # --------------------------------------------------------------- the step
+    def _forward_backward(self, batch: TrainBatch, before_loss) -> StepResult:
+        model, chunk = self.model, self.cfg.train.chunk_size
+        if chunk is None:
+            return plain_step(
+                self.encoder, model.prepare(batch.queries), model.prepare(batch.positives), self.loss_fn,
+                before_loss, backward=self.accelerator.backward,
+            )
+        query_chunks = [model.prepare(batch.queries[i : i + chunk]) for i in range(0, len(batch), chunk)]
+        target_chunks = [model.prepare(batch.positives[i : i + chunk]) for i in range(0, len(batch), chunk)]
+        cache = GradCache(self.encoder, no_sync=lambda: self.accelerator.no_sync(self.encoder), backward=self.accelerator.backward)
+        return cache.step(query_chunks, target_chunks, self.loss_fn, before_loss)
+
+    @staticmethod
+    def _loss_scalars(loss: LossOutput) -> dict[str, float]:
+        terms = {key: float(value) for key, value in loss.terms.items()}
+        scalars = {names.TOTAL_LOSS: float(loss.total.detach())}
+        scalars[names.RETRIEVAL_LOSS] = terms.get("loss/aggregate", terms.get("loss/paths_mean", scalars[names.TOTAL_LOSS]))
+        if "loss/paths_mean" in terms:
+            scalars[names.PATH_LOSS] = terms["loss/paths_mean"]
+        if "loss/mim" in terms:
+            scalars[names.MIM_LOSS] = terms["loss/mim"]
+            scalars[names.MI_BOUND] = terms["loss/mim"]
+        for key, value in terms.items():
+            if key.startswith("loss/") and key not in scalars and key != "loss/total":
+                scalars[key] = value
+        return scalars
+
+    # ------------------------------------------------------------------ data
+    def _loader(self) -> DataLoader:
+        return DataLoader(
+            self.dataset, batch_sampler=self.sampler, collate_fn=collate_train_pairs,
+            num_workers=self.cfg.data.num_workers, persistent_workers=False,
+        )
+
+    # ------------------------------------------------------------ checkpoints
+    def _prepare_run_folder(self, resume: bool) -> Path | None:
+        root = self.layout.root
+        latest = self.checkpoints.latest()
+        if resume:
+            if latest is None:
+                raise FileNotFoundError(f"--resume: no complete checkpoint under {self.layout.checkpoints}")
+            if self.layout.config_file.exists():
+                saved = load_config(self.layout.config_file)
+                for difference in config_differences(saved, self.cfg):
+                    logger.warning("resuming with a changed setting: %s", difference)
+        elif latest is not None or self.layout.final.exists():
+            raise FileExistsError(
+                f"{root} already holds a run (checkpoints or final/); pass --resume to continue it, "
+                "or choose another output_dir"
+            )
+        if self.accelerator.is_main_process:
+            root.mkdir(parents=True, exist_ok=True)
+            save_config(self.cfg, root)
+        self.accelerator.wait_for_everyone()
+        return latest if resume else None
+
+    def _trainable_state(self) -> dict[str, torch.Tensor]:
+        named = {f"model.{n}": p for n, p in self.model.named_parameters() if p.requires_grad}
+        if self.mim is not None:
+            named.update({f"mim.{n}": p for n, p in self.mim.named_parameters()})
+        return {name: p.detach().float().cpu().contiguous() for name, p in named.items()}
+
+    def _save_checkpoint(self, data_position: dict) -> None:
+        rank = self.accelerator.process_index
+        state = {
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "mim_optimizer": self.mim_optimizer.state_dict() if self.mim is not None else None,
+            "data": data_position,
+            "progress": {
+                "step": self.progress.step, "nonfinite_total": self.progress.nonfinite_total,
+                "nonfinite_in_a_row": self.progress.nonfinite_in_a_row, "skipped": self.progress.skipped,
+            },
+        }
+        rng = capture_rng_state()
+        trainable = self._trainable_state() if self.accelerator.is_main_process else None
+
+        def write(folder: Path) -> None:
+            torch.save(rng, folder / f"rng-{rank}.pt")
+            if trainable is not None:
+                save_file(trainable, str(folder / TRAINABLE_FILE))
+                torch.save(state, folder / STATE_FILE)
+
+        self.checkpoints.save(self.progress.step, write, metadata={"step": self.progress.step})
+
+    def _load_checkpoint(self, folder: Path) -> dict:
+        """Load weights, optimisers, schedule, data position and counters; return the RNG state."""
+        trainable = load_file(str(folder / TRAINABLE_FILE))
+        own = {f"model.{n}": p for n, p in self.model.named_parameters() if p.requires_grad}
+        if self.mim is not None:
+            own.update({f"mim.{n}": p for n, p in self.mim.named_parameters()})
+        if set(trainable) != set(own):
+            missing, extra = sorted(set(own) - set(trainable)), sorted(set(trainable) - set(own))
+            raise ValueError(f"{folder}: checkpoint does not fit this model (missing {missing[:5]}, unexpected {extra[:5]})")
+        with torch.no_grad():
+            for name, tensor in trainable.items():
+                own[name].copy_(tensor.to(own[name].dtype))
+        state = torch.load(folder / STATE_FILE, weights_only=False)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if self.mim is not None:
+            self.mim_optimizer.load_state_dict(state["mim_optimizer"])
+        self.sampler.load_state_dict(state["data"])
+        progress = state["progress"]
+        self.progress = Progress(progress["step"], progress["nonfinite_total"], progress["nonfinite_in_a_row"], progress["skipped"])
+        logger.info("resuming from %s at step %d", folder, self.progress.step)
+        rng_file = folder / f"rng-{self.accelerator.process_index}.pt"
+        return torch.load(rng_file if rng_file.exists() else folder / "rng-0.pt", weights_only=False)
+
+    def _save_final(self) -> Path:
+        layout, accelerator = self.layout, self.accelerator
+        summary = {
+            "steps": self.progress.step,
+            "nonfinite_steps": self.progress.nonfinite_total,
+            "bad_samples": self.progress.skipped.summary(),
+            "invalid_rows_dropped": {k: len(v) for k, v in self.dataset.invalid_rows.items()},
+        }
+        spec = self.parts.spec
+        spec.info = {**spec.info, "step": self.progress.step}
+
+        def write(folder: Path) -> None:
+            if accelerator.is_main_process:
+                write_embedder_files(self.model, spec, folder, with_backbone=self.cfg.model.train_all_weights)
+                (folder / "run_summary.json").write_text(json.dumps(summary, indent=2, default=str))
+
+        atomic_write_dir(layout.final, write, is_main_process=accelerator.is_main_process, barrier=accelerator.wait_for_everyone)
+        if accelerator.is_main_process:
+            print(f"final model written to {layout.final}", flush=True)
+        return layout.final
+
+
+def _flatten_scores(summary: Any, prefix: str = "") -> dict[str, float]:
+    """Numbers of an evaluation summary as flat ``eval/...`` scalars."""
+    flat: dict[str, float] = {}
+    if isinstance(summary, dict):
+        for key, value in summary.items():
+            flat.update(_flatten_scores(value, f"{prefix}{key}/" if isinstance(value, dict) else f"{prefix}{key}"))
+    elif isinstance(summary, (int, float)) and not isinstance(summary, bool) and math.isfinite(summary):
+        flat[prefix.rstrip("/")] = float(summary)
+    return flat
