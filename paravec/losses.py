@@ -1,0 +1,203 @@
+"""Contrastive objectives: InfoNCE with cross-process negatives, and the PDF training objective.
+
+Shapes used throughout: per-path embeddings ``paths`` are ``[B, N, d]`` (N parallel paths of
+one input), an aggregate is ``[B, d]`` or ``None`` for methods without aggregation (the
+VLM2Vec baseline, or PDF with one path). Embeddings arrive un-normalised; similarity is cosine.
+
+Distributed convention (see :mod:`paravec.distributed`): each process scores its local queries
+against the targets gathered from every process and averages over its local queries; DDP's
+gradient averaging then yields the gradient of the global-batch mean.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from paravec.distributed import gather_with_grad_and_offset
+
+MIMTerm = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+"""``(query_paths [B,N,d], target_paths [B,N,d]) -> scalar``: the MIM bound, e.g.
+:meth:`paravec.pdf.mim.MutualInformationMinimizer.bound`."""
+
+
+def contrastive_logits(
+    queries: torch.Tensor, targets: torch.Tensor, temperature: float = 0.02, gather: bool = True
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cosine-similarity logits of local queries against all (gathered) targets, and their labels.
+
+    Returns ``logits [B_local, B_global] / temperature`` and ``labels [B_local]``, where the
+    positive of local query ``k`` is gathered target ``offset + k``. Computed in float32, with
+    autocast switched off (it would cast the matmul back to half precision): at temperature
+    0.02 the logits reach 50 and half precision would round the softmax badly.
+    Kept separate from :func:`info_nce` so a caller can edit the logits before the cross-entropy
+    (e.g. mask false negatives, or append hard-negative columns).
+    """
+    if queries.ndim != 2 or targets.ndim != 2 or queries.shape != targets.shape:
+        raise ValueError(
+            f"queries and targets must both be [B, d] with the same shape, got "
+            f"{tuple(queries.shape)} and {tuple(targets.shape)}"
+        )
+    with torch.autocast(device_type=queries.device.type, enabled=False):
+        q = F.normalize(queries.float(), dim=-1)
+        t = F.normalize(targets.float(), dim=-1)
+        offset = 0
+        if gather:
+            t, offset = gather_with_grad_and_offset(t)
+        logits = q @ t.T / temperature
+    labels = torch.arange(q.shape[0], device=q.device) + offset
+    return logits, labels
+
+
+def info_nce(
+    queries: torch.Tensor, targets: torch.Tensor, temperature: float = 0.02, gather: bool = True
+) -> torch.Tensor:
+    """InfoNCE (paper eq. 6): cosine similarity, in-batch negatives, mean over local queries.
+
+    ``queries[k]`` and ``targets[k]`` are a positive pair; every other target of the global
+    batch (gathered across processes with gradient when ``gather``) is a negative.
+    """
+    logits, labels = contrastive_logits(queries, targets, temperature, gather)
+    return F.cross_entropy(logits, labels)
+
+
+def path_cosine_similarity(paths: torch.Tensor) -> float:
+    """Mean cosine similarity between the parallel embeddings of one input, over pairs i<j.
+
+    The paper's diversity curve (Fig. 3 right): without MIM the paths collapse towards 1.
+    Averaged over the batch and over all N(N-1)/2 unordered pairs.
+    """
+    if paths.ndim != 3 or paths.shape[1] < 2:
+        raise ValueError(f"paths must be [B, N, d] with N >= 2, got {tuple(paths.shape)}")
+    with torch.no_grad():
+        unit = F.normalize(paths.float(), dim=-1)
+        gram = unit @ unit.transpose(1, 2)  # [B, N, N], symmetric, ones on the diagonal
+        n = paths.shape[1]
+        off_diagonal_sum = gram.sum(dim=(1, 2)) - gram.diagonal(dim1=1, dim2=2).sum(dim=1)
+        return float((off_diagonal_sum / (n * (n - 1))).mean())
+
+
+@dataclass(frozen=True)
+class PDFLossConfig:
+    """Weights of the PDF objective (paper eq. 7-8; defaults from section 4.1).
+
+    Table 3 ablations map to: ``lambda_con=0`` (no per-path "Sub Loss", R4),
+    ``lambda_mim=0`` (no MIM, R3; the estimator is then never called), aggregate ``None``
+    (single path / baseline, R1-R2).
+    """
+
+    temperature: float = 0.02
+    lambda_con: float = 1.0
+    lambda_mim: float = 1e-4
+    gather: bool = True
+
+    def __post_init__(self) -> None:
+        if self.temperature <= 0:
+            raise ValueError(f"temperature must be positive, got {self.temperature}")
+        if self.lambda_con < 0 or self.lambda_mim < 0:
+            raise ValueError(
+                f"loss weights must be non-negative, got lambda_con={self.lambda_con}, "
+                f"lambda_mim={self.lambda_mim}"
+            )
+
+
+@dataclass
+class LossOutput:
+    """The scalar to backpropagate and detached per-term values for logging."""
+
+    total: torch.Tensor
+    terms: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+class PDFObjective(nn.Module):
+    """L = InfoNCE(aggregate) + lambda_con * mean_i InfoNCE(path i) + lambda_mim * L_MIM.
+
+    Without an aggregate (``query_aggregate is None``) the per-path term IS the contrastive
+    loss, with weight 1 whatever ``lambda_con``: lambda_con weighs the paths against an
+    aggregate, and there is none. So the baseline and single-path runs (N=1, aggregate None)
+    optimise exactly one InfoNCE, identical to :func:`info_nce` on path 0. With N=1 an
+    aggregate would only duplicate the path, so passing one is refused.
+
+    The MIM term is a callable (stage 2 of the two-stage game: the bound under a frozen
+    estimator); stage 1, the estimator update, is the training loop's job, see
+    :class:`paravec.pdf.mim.MutualInformationMinimizer`.
+    """
+
+    def __init__(self, config: PDFLossConfig | None = None) -> None:
+        super().__init__()
+        self.config = config or PDFLossConfig()
+
+    def forward(
+        self,
+        query_paths: torch.Tensor,
+        query_aggregate: Optional[torch.Tensor],
+        target_paths: torch.Tensor,
+        target_aggregate: Optional[torch.Tensor],
+        mim: Optional[MIMTerm] = None,
+    ) -> LossOutput:
+        cfg = self.config
+        self._check_inputs(query_paths, query_aggregate, target_paths, target_aggregate, mim)
+        num_paths = query_paths.shape[1]
+        has_aggregate = query_aggregate is not None
+        terms: dict[str, torch.Tensor] = {}
+        total = query_paths.new_zeros((), dtype=torch.float32)
+
+        if has_aggregate:
+            aggregate_loss = info_nce(query_aggregate, target_aggregate, cfg.temperature, cfg.gather)
+            terms["loss/aggregate"] = aggregate_loss.detach()
+            total = total + aggregate_loss
+
+        path_weight = cfg.lambda_con if has_aggregate else 1.0
+        # With the per-path term switched off the path losses are still worth plotting; they are
+        # then computed without a graph.
+        with torch.set_grad_enabled(torch.is_grad_enabled() and path_weight > 0):
+            path_losses = [
+                info_nce(query_paths[:, i], target_paths[:, i], cfg.temperature, cfg.gather)
+                for i in range(num_paths)
+            ]
+        paths_mean = torch.stack(path_losses).mean()
+        for i, loss in enumerate(path_losses):
+            terms[f"loss/path_{i}"] = loss.detach()
+        terms["loss/paths_mean"] = paths_mean.detach()
+        if path_weight > 0:
+            total = total + path_weight * paths_mean
+
+        if cfg.lambda_mim > 0:
+            mim_loss = mim(query_paths, target_paths)  # type: ignore[misc]
+            terms["loss/mim"] = mim_loss.detach()
+            total = total + cfg.lambda_mim * mim_loss
+
+        terms["loss/total"] = total.detach()
+        return LossOutput(total=total, terms=terms)
+
+    def _check_inputs(
+        self,
+        query_paths: torch.Tensor,
+        query_aggregate: Optional[torch.Tensor],
+        target_paths: torch.Tensor,
+        target_aggregate: Optional[torch.Tensor],
+        mim: Optional[MIMTerm],
+    ) -> None:
+        cfg = self.config
+        if query_paths.ndim != 3 or query_paths.shape != target_paths.shape:
+            raise ValueError(
+                f"query_paths and target_paths must both be [B, N, d] with the same shape, got "
+                f"{tuple(query_paths.shape)} and {tuple(target_paths.shape)}"
+            )
+        if (query_aggregate is None) != (target_aggregate is None):
+            raise ValueError("give both query and target aggregates, or neither")
+        num_paths = query_paths.shape[1]
+        if query_aggregate is not None and num_paths == 1:
+            raise ValueError(
+                "with one path the aggregate equals the path; pass aggregate=None so the "
+                "objective is a single InfoNCE"
+            )
+        if cfg.lambda_mim > 0:
+            if num_paths < 2:
+                raise ValueError(f"MIM needs at least two paths, got N={num_paths}; set lambda_mim=0")
+            if mim is None:
+                raise ValueError("lambda_mim > 0 but no MIM term was given")

@@ -1,0 +1,77 @@
+"""Test doubles and data builders for the evaluation tests.
+
+:class:`TableEncoder` is a stand-in for ``paravec.Embedder`` used only where a test is about the
+evaluation protocol: it maps each item to a vector the test chose (by text, and by the solid
+colour of its image) and records every item it was asked to encode.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from PIL import Image
+
+from paravec.items import Item
+
+MMEB_COLUMNS = ("qry_text", "qry_img_path", "tgt_text", "tgt_img_path")
+
+
+def item_signature(item: Item) -> tuple:
+    """(text, image colour, instruction): what a test uses to identify an encoded item."""
+    colour = item.image.getpixel((0, 0)) if item.image is not None else None
+    return (item.text, colour, item.instruction)
+
+
+def hashed_vector(signature: tuple, dim: int) -> np.ndarray:
+    """A deterministic pseudo-random vector for any item, for tests where values don't matter."""
+    seed = int.from_bytes(hashlib.sha256(repr(signature).encode()).digest()[:8], "little")
+    return np.random.default_rng(seed).standard_normal(dim).astype(np.float32)
+
+
+class TableEncoder:
+    """Maps items to chosen vectors; records what it encoded; can fail on purpose."""
+
+    def __init__(self, vector_of: Optional[Callable[[tuple], np.ndarray]] = None, dim: int = 8,
+                 name: str = "table-encoder", fail_when: Optional[Callable[[Item], bool]] = None):
+        self.name = name
+        self.dim = dim
+        self.vector_of = vector_of or (lambda signature: hashed_vector(signature, dim))
+        self.fail_when = fail_when
+        self.encoded: list[tuple] = []
+        self.calls: list[dict] = []
+
+    def encode(self, items: Sequence[Item], *, batch_size: int = 16, mode: Optional[str] = None,
+               normalize: bool = True, show_progress: bool = False) -> np.ndarray:
+        if self.fail_when is not None and any(self.fail_when(item) for item in items):
+            raise KeyboardInterrupt("simulated interruption")
+        self.calls.append({"count": len(items), "mode": mode})
+        signatures = [item_signature(item) for item in items]
+        self.encoded.extend(signatures)
+        vectors = np.stack([np.asarray(self.vector_of(s), dtype=np.float32) for s in signatures])
+        if normalize:
+            vectors = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+        return vectors
+
+
+def solid_image(root: Path, relative: str, colour: tuple[int, int, int], size: int = 8) -> str:
+    """Write a solid-colour PNG under ``root`` and return its relative path."""
+    path = Path(root) / relative
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (size, size), colour).save(path)
+    return relative
+
+
+def write_mmeb_parquet(path: Path, rows: Sequence[dict]) -> Path:
+    """Write MMEB-eval rows ({qry_text, qry_img_path, tgt_text, tgt_img_path}) as parquet."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    schema = pa.schema([("qry_text", pa.string()), ("qry_img_path", pa.string()),
+                        ("tgt_text", pa.list_(pa.string())), ("tgt_img_path", pa.list_(pa.string()))])
+    table = pa.Table.from_pylist([{c: row[c] for c in MMEB_COLUMNS} for row in rows], schema=schema)
+    pq.write_table(table, path)
+    return path
