@@ -192,7 +192,7 @@ class Trainer:
             self.optimizer.step()
             self.scheduler.step()
             self.optimizer.zero_grad(set_to_none=True)
-        scalars.update(self._loss_scalars(loss))
+        scalars.update(self._mean_over_processes(self._loss_scalars(loss)))
         for group in self.optimizer.param_groups:
             scalars[f"{names.LR_PREFIX}{group.get('name', 'group')}"] = group["lr"]
         scalars[names.NONFINITE_STEPS] = self.progress.nonfinite_total
@@ -230,6 +230,15 @@ class Trainer:
         target_chunks = [model.prepare(batch.positives[i : i + chunk]) for i in range(0, len(batch), chunk)]
         cache = GradCache(self.encoder, no_sync=lambda: self.accelerator.no_sync(self.encoder), backward=self.accelerator.backward)
         return cache.step(query_chunks, target_chunks, self.loss_fn, before_loss)
+
+    def _mean_over_processes(self, scalars: dict[str, float]) -> dict[str, float]:
+        """Average per-process values so the log shows the global batch's loss, not rank 0's."""
+        if self.accelerator.num_processes == 1:
+            return scalars
+        keys = sorted(scalars)
+        values = torch.tensor([scalars[k] for k in keys], dtype=torch.float64, device=self.accelerator.device)
+        reduced = self.accelerator.reduce(values, reduction="mean")
+        return dict(zip(keys, reduced.tolist()))
 
     @staticmethod
     def _loss_scalars(loss: LossOutput) -> dict[str, float]:

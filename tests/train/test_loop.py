@@ -1,0 +1,182 @@
+"""The training loop: exact resume, non-finite steps, two processes equal one."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from paravec.data.mini import generate_mini_benchmark
+from paravec.train.config import config_from_dict
+from paravec.train.loop import Trainer, TrainingStopped
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def mini(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("mini")
+    generate_mini_benchmark(folder, size="small")
+    return folder
+
+
+def _config(mini, out, **overrides):
+    raw = {
+        "output_dir": str(out),
+        "seed": 3,
+        "model": {"backbone": "tiny-qwen2-vl", "image_resolution": 4096,
+                  "lora": {"enabled": True, "r": 4, "alpha": 8, "dropout": 0.1}},
+        "method": {"name": "pdf", "num_paths": 2, "prefix_len": 3},
+        "loss": {"lambda_mim": 0.01, "mim": {"lr": 1e-3}},
+        "data": {"train_dir": str(mini / "train"), "image_root": str(mini / "images"), "max_per_subset": None},
+        "optim": {"lr": 1e-3, "warmup_steps": 2},
+        "train": {"max_steps": 6, "batch_size": 8, "chunk_size": 4, "save_every": 3, "keep_last": 2},
+        "log": {"tensorboard": False, "plots": False, "console_every": 100},
+    }
+    for dotted, value in overrides.items():
+        section = raw
+        *parents, leaf = dotted.split(".")
+        for key in parents:
+            section = section.setdefault(key, {})
+        section[leaf] = value
+    return config_from_dict(raw)
+
+
+def _final_weights(run: Path) -> dict[str, torch.Tensor]:
+    weights = load_file(str(run / "final" / "pdf_heads.safetensors"))
+    weights.update(load_file(str(run / "final" / "lora" / "adapter_model.safetensors")))
+    return weights
+
+
+class _Killed(Exception):
+    pass
+
+
+def test_a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(mini, tmp_path):
+    Trainer(_config(mini, tmp_path / "whole")).run()
+
+    interrupted = Trainer(_config(mini, tmp_path / "split"))
+    original_step = interrupted.train_step
+
+    def dies_after_the_checkpoint(batch):
+        if interrupted.progress.step == 4:  # step 3 was saved; step 4 ran; step 5 never finishes
+            raise _Killed
+        return original_step(batch)
+
+    interrupted.train_step = dies_after_the_checkpoint
+    with pytest.raises(_Killed):
+        interrupted.run()
+    assert not (tmp_path / "split" / "final").exists()
+    with pytest.raises(FileExistsError):
+        Trainer(_config(mini, tmp_path / "split")).run()  # no silent restart over an old run
+    Trainer(_config(mini, tmp_path / "split")).run(resume=True)
+
+    whole, split = _final_weights(tmp_path / "whole"), _final_weights(tmp_path / "split")
+    assert set(whole) == set(split) and any("lora_A" in k for k in whole)
+    for name in whole:
+        assert torch.allclose(whole[name], split[name], atol=1e-6), name
+    history = [json.loads(line) for line in (tmp_path / "split" / "logs" / "history.jsonl").read_text().splitlines()]
+    assert [entry["step"] for entry in history] == [1, 2, 3, 4, 5, 6]
+
+
+def test_a_non_finite_loss_is_skipped_without_touching_the_weights(mini, tmp_path):
+    trainer = Trainer(_config(mini, tmp_path / "nan", **{"train.max_steps": 3, "train.save_every": 0, "optim.warmup_steps": 0}))
+    original = trainer.loss_fn
+    calls = {"n": 0}
+
+    def sometimes_nan(q, t):
+        calls["n"] += 1
+        out = original(q, t)
+        if calls["n"] == 2:
+            out.total = out.total * float("nan")
+        return out
+
+    trainer.loss_fn = sometimes_nan
+    snapshots = []
+    original_step = trainer.train_step
+
+    def recording_step(batch):
+        before = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if p.requires_grad}
+        scalars = original_step(batch)
+        after = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if p.requires_grad}
+        snapshots.append(all(torch.equal(before[n], after[n]) for n in before))
+        return scalars
+
+    trainer.train_step = recording_step
+    trainer.run()
+    assert snapshots == [False, True, False]
+    assert trainer.progress.nonfinite_total == 1
+    history = [json.loads(line) for line in (tmp_path / "nan" / "logs" / "history.jsonl").read_text().splitlines()]
+    assert history[-1]["count/nonfinite_steps"] == 1
+
+
+def test_too_many_non_finite_losses_stop_with_the_checkpoint_intact(mini, tmp_path):
+    trainer = Trainer(_config(mini, tmp_path / "stop", **{"train.save_every": 1, "train.max_nonfinite_steps": 2}))
+    original = trainer.loss_fn
+
+    def nan_after_two(q, t):
+        out = original(q, t)
+        if trainer.progress.step >= 2:
+            out.total = out.total * float("nan")
+        return out
+
+    trainer.loss_fn = nan_after_two
+    with pytest.raises(TrainingStopped, match="2 non-finite losses in a row"):
+        trainer.run()
+    latest = trainer.checkpoints.latest()
+    assert latest is not None and latest.name == "step-3"  # step 3 was skipped, not a crash
+    Trainer(_config(mini, tmp_path / "stop", **{"train.save_every": 1})).run(resume=True)
+    assert (tmp_path / "stop" / "final" / "paravec.json").exists()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _launch(config_path: Path, world_size: int) -> None:
+    port = _free_port()
+    processes = []
+    for rank in range(world_size):
+        env = {
+            **os.environ, "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(world_size),
+            "LOCAL_WORLD_SIZE": str(world_size), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
+            "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1",
+        }
+        if world_size == 1:
+            for key in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE"):
+                env.pop(key)
+        processes.append(subprocess.Popen(
+            [sys.executable, "-m", "paravec.cli", "train", str(config_path)], env=env, cwd=ROOT,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        ))
+    outputs = [p.communicate(timeout=600)[0] for p in processes]
+    for process, output in zip(processes, outputs):
+        assert process.returncode == 0, output[-3000:]
+
+
+def test_two_processes_with_half_batches_equal_one_process_with_the_whole(mini, tmp_path):
+    import yaml
+
+    runs = {}
+    for world in (1, 2):
+        cfg = _config(mini, tmp_path / f"world{world}", **{
+            "train.max_steps": 3, "train.save_every": 0, "model.lora.dropout": 0.0, "train.chunk_size": 2,
+        })
+        path = tmp_path / f"world{world}.yaml"
+        path.write_text(yaml.safe_dump(cfg.to_dict()))
+        _launch(path, world)
+        runs[world] = tmp_path / f"world{world}"
+    history = {w: [json.loads(l) for l in (r / "logs" / "history.jsonl").read_text().splitlines()] for w, r in runs.items()}
+    for one, two in zip(history[1], history[2]):
+        for key in ("loss/total", "loss/aggregate", "loss/mim", "mim/estimator_loglik"):
+            assert one[key] == pytest.approx(two[key], rel=1e-4, abs=1e-5), (one["step"], key)
+    single, double = _final_weights(runs[1]), _final_weights(runs[2])
+    for name in single:
+        assert torch.allclose(single[name], double[name], atol=1e-5), name
