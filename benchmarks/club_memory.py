@@ -133,13 +133,13 @@ def main() -> None:
 
     device = "cuda (max_memory_allocated)" if torch.cuda.is_available() else "cpu (peak RSS increase)"
     print(f"CLUB bound, d={DIM}, hidden {HIDDEN}, float32, {torch.get_num_threads()} threads, {device}")
-    print(f"{'B':>5} {'mode':>8} {'[B,B,d] GB':>10} | {'ours s':>7} {'ours MB':>8} | "
-          f"{'naive s':>8} {'naive MB':>9} | {'mem ratio':>9} {'time ratio':>10} {'rel diff':>8}")
+    print(f"{'B':>5} {'mode':>8} {'[B,B,d] GiB':>11} | {'ours s':>7} {'ours MiB':>8} | "
+          f"{'naive s':>8} {'naive MiB':>9} | {'mem ratio':>9} {'time ratio':>10} {'rel diff':>8}")
     for batch in args.batches:
         for mode in ("fwd", "fwd+bwd"):
             ours = _measure_in_subprocess("ours", batch, mode, repeats=5)
             tensor_gb = batch * batch * DIM * 4 / 2**30
-            row = f"{batch:5d} {mode:>8} {tensor_gb:10.2f} | {ours['seconds']:7.3f} {ours['peak_mb']:8.0f} | "
+            row = f"{batch:5d} {mode:>8} {tensor_gb:11.2f} | {ours['seconds']:7.3f} {ours['peak_mb']:8.0f} | "
             if not _naive_fits(batch, mode):
                 print(row + f"{'skipped: would not fit in available RAM':>52}")
                 continue
