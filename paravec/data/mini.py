@@ -46,7 +46,7 @@ from PIL import Image
 
 from paravec.data.mini_scenes import (
     BACKGROUNDS, CELLS, COLOR_NAMES, COUNT_WORDS, HELD_OUT_COMBOS, SHAPES, SIZE_NAMES,
-    CaptionScene, Obj, Placed, Scene, crop, describe, place_in_line, place_scattered, plural,
+    CELL_PHRASES, CaptionScene, Obj, Placed, Scene, crop, describe, place_in_line, place_scattered, plural,
     random_background, render,
 )
 
@@ -645,6 +645,24 @@ def mini_benchmark_tasks() -> dict[str, dict[str, str]]:
 
     Meta-task names are the MMEB report's: Classification, VQA, Retrieval, Grounding."""
     return {task.name: {"meta_task": task.meta_task, "split": task.split} for task in MINI_TASKS}
+
+
+def mini_benchmark_corpus() -> tuple[str, ...]:
+    """Every instruction and word the benchmark's texts use, one phrase per entry: the extra
+    corpus for a tokenizer trained locally (presets), so that no benchmark word falls back to
+    bytes."""
+    instructions = (CLASSIFY, CLASSIFY_TEXTURE, CLASSIFY_COLOR, ASK, TEXT_TO_IMAGE, IMAGE_TO_TEXT, EDIT,
+                    GROUND_LABEL, GROUND_EXPRESSION, IMAGE_TARGET, CROP_TARGET)
+    phrases = [text.replace(_IMAGE, "").split("{")[0].strip() for text in instructions]
+    phrases += [" ".join(phrase.format(v="").split()) for options in _EDIT_PHRASES.values() for phrase in options]
+    phrases += ["How many shapes are in the image?", "What color is the", "What shape is",
+                "Which shape is the large one?", "to the left of", "to the right of", "above", "below", "and"]
+    phrases += [f"{where} on a background" for where in CELL_PHRASES.values()]
+    phrases += [f"immediately {word}" for words in _NEIGHBOUR_WORDS.values() for word in words]
+    phrases += list(_EXTREMES) + [f"the {size} {color} {plural(shape)}" for size in SIZE_NAMES
+                                  for color in COLOR_NAMES for shape in SHAPES]
+    phrases += [" ".join(words) for words in (SHAPES, COLOR_NAMES, SIZE_NAMES, BACKGROUNDS, COUNT_WORDS, CELLS)]
+    return tuple(dict.fromkeys(phrases))
 
 
 # --------------------------------------------------------------------------- writing

@@ -20,7 +20,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 IMAGE_SIZE = 64
-CROP_SIZE = 32
+CROP_SIZE = 48
 _SUPERSAMPLE = 4
 
 SHAPES = ("circle", "square", "triangle", "star", "diamond", "cross")
@@ -46,7 +46,7 @@ HELD_OUT_COMBOS = frozenset({
 })
 
 CELLS = ("top left", "top", "top right", "left", "center", "right", "bottom left", "bottom", "bottom right")
-_CELL_PHRASES = {
+CELL_PHRASES = {
     "top left": "in the top left", "top": "at the top", "top right": "in the top right",
     "left": "on the left", "center": "in the center", "right": "on the right",
     "bottom left": "in the bottom left", "bottom": "at the bottom", "bottom right": "in the bottom right",
@@ -288,7 +288,7 @@ class CaptionScene:
         """An English caption; two-object scenes are described from either side at random."""
         ground = f"on a {self.background} background"
         if len(self.objects) == 1:
-            return f"a {self.objects[0].phrase} {_CELL_PHRASES[self.layout]} {ground}"
+            return f"a {self.objects[0].phrase} {CELL_PHRASES[self.layout]} {ground}"
         first, second = self.objects
         forward, backward = ("to the left of", "to the right of") if self.layout == "horizontal" else ("above", "below")
         if rng.integers(0, 2):

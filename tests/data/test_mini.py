@@ -1,6 +1,7 @@
 import argparse
 import hashlib
 import json
+import re
 from collections import deque
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import pytest
 from paravec.cli import CommandError
 from paravec.commands import data as data_command
 from paravec.data.images import load_image
-from paravec.data.mini import generate_mini_benchmark, mini_benchmark_tasks
+from paravec.data.mini import generate_mini_benchmark, mini_benchmark_corpus, mini_benchmark_tasks
 from paravec.data.mini_scenes import COLORS, COUNT_WORDS, HELD_OUT_COMBOS, CaptionScene, Obj
 from paravec.data.mmeb_train import MMEBTrainDataset, MMEBTrainSource
 from paravec.items import MMEB_IMAGE_PLACEHOLDER, Item, format_text
@@ -129,6 +130,23 @@ def test_train_files_are_mmeb_train_and_readable(bench):
         pair = dataset[index]
         for item in (pair.query, pair.positive) + ((pair.negative,) if pair.negative else ()):
             format_text(item, "<image>")
+
+
+def words(text: str) -> set[str]:
+    return set(re.findall(r"[a-z]+", text.replace(MMEB_IMAGE_PLACEHOLDER, "").lower()))
+
+
+def test_tokenizer_corpus_covers_every_word_of_the_benchmark(bench):
+    vocabulary = set().union(*(words(phrase) for phrase in mini_benchmark_corpus()))
+    used = set()
+    for path in list((bench / "eval").glob("*.parquet")) + list((bench / "train").glob("*.parquet")):
+        for row in pq.read_table(path).to_pylist():
+            for value in row.values():
+                for text in value if isinstance(value, list) else [value]:
+                    if not text.endswith(".png"):
+                        used |= words(text)
+    assert len(used) > 80
+    assert used - vocabulary == set()
 
 
 # ----------------------------------------------------------------- answers agree with the images and the metadata
