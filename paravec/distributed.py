@@ -56,8 +56,8 @@ class _GatherWithGrad(torch.autograd.Function):
     """all_gather along dim 0 whose backward returns this process's share of the summed gradient.
 
     Forward: pad every process's rows to the largest local size (``sizes``, gathered by the
-    caller, so local batches may differ), all_gather, trim, concatenate in rank order, and put the local
-    tensor (not a copy from the collective) in its own slot.
+    caller, so local batches may differ), all_gather, trim, concatenate in rank order, and put
+    the local tensor (not a copy from the collective) in its own slot.
     Backward: every process holds a gradient for the whole gathered tensor, coming from its own
     loss. The gradient of the sum of all processes' losses with respect to this process's rows
     is the sum of those gradients over processes at these rows: all_reduce(SUM), then slice.
