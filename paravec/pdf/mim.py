@@ -148,7 +148,8 @@ class MutualInformationMinimizer(nn.Module):
 
         Gradient flows to the embeddings only; the estimator's ``.grad`` is left untouched.
         """
-        per_side = torch.stack([self._over_pairs(paths, _frozen_bound) for paths in self._sides(query_paths, target_paths)])
+        sides = self._sides(query_paths, target_paths)
+        per_side = torch.stack([self._over_pairs(paths, _frozen_bound) for paths in sides])
         return per_side.sum() if self.config.combine_sides == "sum" else per_side.mean()
 
     def _sides(self, query_paths: torch.Tensor, target_paths: torch.Tensor) -> list[torch.Tensor]:
