@@ -33,6 +33,13 @@ from paravec.backbones.idefics3 import Idefics3Adapter
 from paravec.backbones.llava_next import LlavaNextAdapter
 from paravec.backbones.qwen2_vl import Qwen2_5_VLAdapter, Qwen2VLAdapter
 from paravec.backbones.tokenizer import build_tokenizer
+from paravec.data.mini import mini_benchmark_corpus
+
+
+def _tokenizer(specials: tuple[str, ...], pad: str, eos: str):
+    """The preset tokenizer: the built-in corpus plus every phrase of the mini benchmark, so the
+    demo's texts are a few tokens each instead of bytes."""
+    return build_tokenizer(specials, pad_token=pad, eos_token=eos, vocab_size=1024, extra_corpus=mini_benchmark_corpus())
 
 QWEN_SPECIALS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>")
 LLAVA_SPECIALS = ("<unk>", "<s>", "</s>", "<image>")
@@ -70,7 +77,7 @@ def _qwen_ids(tokenizer) -> dict:
 
 def _qwen2_vl(hidden: int, layers: int, vision_depth: int, vision_dim: int, max_pixels: int, intermediate: int):
     def build():
-        tokenizer = build_tokenizer(QWEN_SPECIALS, pad_token="<|endoftext|>", eos_token="<|endoftext|>")
+        tokenizer = _tokenizer(QWEN_SPECIALS, "<|endoftext|>", "<|endoftext|>")
         config = Qwen2VLConfig(
             text_config=_qwen_text(tokenizer, hidden, layers, 4, 2, intermediate),
             vision_config=dict(depth=vision_depth, embed_dim=vision_dim, hidden_size=hidden, num_heads=2, mlp_ratio=2,
@@ -84,7 +91,7 @@ def _qwen2_vl(hidden: int, layers: int, vision_depth: int, vision_dim: int, max_
 
 
 def _qwen2_5_vl():
-    tokenizer = build_tokenizer(QWEN_SPECIALS, pad_token="<|endoftext|>", eos_token="<|endoftext|>")
+    tokenizer = _tokenizer(QWEN_SPECIALS, "<|endoftext|>", "<|endoftext|>")
     config = Qwen2_5_VLConfig(
         text_config=_qwen_text(tokenizer, 64, 2, 4, 2, 128),
         vision_config=dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=64, patch_size=14,
@@ -104,7 +111,7 @@ def _llama_text(tokenizer, hidden: int = 64, layers: int = 2) -> LlamaConfig:
 
 
 def _llava_next():
-    tokenizer = build_tokenizer(LLAVA_SPECIALS, pad_token="<unk>", eos_token="</s>")
+    tokenizer = _tokenizer(LLAVA_SPECIALS, "<unk>", "</s>")
     vision = CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
                               image_size=28, patch_size=14, projection_dim=32)
     config = LlavaNextConfig(
@@ -124,7 +131,7 @@ def _llava_next():
 
 
 def _idefics3():
-    tokenizer = build_tokenizer(IDEFICS_SPECIALS, pad_token="<unk>", eos_token="<end_of_utterance>")
+    tokenizer = _tokenizer(IDEFICS_SPECIALS, "<unk>", "<end_of_utterance>")
     ids = tokenizer.convert_tokens_to_ids
     config = Idefics3Config(
         vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,

@@ -26,9 +26,10 @@ Distributed training: keep this module OUT of the DDP/FSDP wrapper (its backward
 the wrapped forward). Start every process from the same weights
 (:func:`paravec.distributed.broadcast_parameters`); :meth:`estimator_step` then trains on the
 embeddings gathered from all processes, so every process takes the identical optimiser step
-and the estimators stay equal without any gradient all-reduce. :meth:`bound` uses the local
-batch only: each process's bound has in-batch negatives from its own batch, and DDP averages
-the resulting gradients like any other loss term.
+and the estimators stay equal without any gradient all-reduce. :meth:`bound` is also taken on
+the gathered batch (with gradient): every process computes the same global bound with in-batch
+negatives from the whole global batch, and the gather's backward hands each process the
+gradient of its own rows, so N processes give the gradient of one holding the whole batch.
 """
 
 from __future__ import annotations
@@ -148,7 +149,7 @@ class MutualInformationMinimizer(nn.Module):
 
         Gradient flows to the embeddings only; the estimator's ``.grad`` is left untouched.
         """
-        sides = self._sides(query_paths, target_paths)
+        sides = [gather_with_grad(paths) for paths in self._sides(query_paths, target_paths)]
         per_side = torch.stack([self._over_pairs(paths, _frozen_bound) for paths in sides])
         return per_side.sum() if self.config.combine_sides == "sum" else per_side.mean()
 
