@@ -66,6 +66,8 @@ class BackboneAdapter(ABC):
         self.processor = processor
         #: The PEFT wrapper once LoRA layers are injected (see :mod:`paravec.backbones.lora`).
         self.peft_model: Any = None
+        #: Longest text an item keeps, in tokens (None: no limit); see :meth:`truncate_text`.
+        self.max_text_tokens: int | None = None
 
     # ----------------------------------------------------------------- loading
     @classmethod
@@ -135,6 +137,19 @@ class BackboneAdapter(ABC):
             kwargs["images"] = self.format_images(images)
         batch = self.processor(**kwargs)
         return dict(batch)
+
+    def truncate_text(self, text: str) -> str:
+        """Cut ``text`` to ``max_text_tokens`` tokens (VLM2Vec truncates long texts the same way).
+
+        Applied to the item's own text before the prompt is built, so image tokens (which the
+        processor expands later) are never cut, and an MMEB image placeholder at the start stays.
+        """
+        if self.max_text_tokens is None or not text:
+            return text
+        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        if len(ids) <= self.max_text_tokens:
+            return text
+        return self.tokenizer.decode(ids[: self.max_text_tokens])
 
     def format_images(self, images: Sequence[Image.Image | None]) -> Any:
         """The ``images`` argument this family's processor wants (default: the present images, in order)."""

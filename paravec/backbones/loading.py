@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Union
+from typing import Optional, Union
 
 import torch
 from transformers import AutoConfig
@@ -26,6 +26,8 @@ class BackboneOptions:
     gradient_checkpointing: bool = False
     #: "low", "high", "default" (the checkpoint's own) or a pixel budget.
     image_resolution: Union[str, int] = "default"
+    #: Longest text (in tokens, image tokens not counted) an item keeps; None keeps everything.
+    max_text_tokens: Optional[int] = None
 
     def __post_init__(self) -> None:
         if self.dtype not in DTYPES:
@@ -61,6 +63,7 @@ def load_backbone(source: str, options: BackboneOptions | None = None) -> Backbo
         processor = adapter_class.load_processor(source)
     adapter = adapter_class(model, processor)
     adapter.apply_resolution(options.image_resolution)
+    adapter.max_text_tokens = options.max_text_tokens
     if options.gradient_checkpointing:
         model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     return adapter

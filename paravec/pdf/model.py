@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from paravec.backbones.base import Batch, BackboneAdapter
-from paravec.items import Item, format_text
+from paravec.items import MMEB_IMAGE_PLACEHOLDER, Item, format_text
 from paravec.pdf.aggregator import Aggregator
 from paravec.pdf.prefix import PrefixBank, keep_prefix_under_checkpointing
 from paravec.pdf.runner import run_paths, run_without_prefix
@@ -155,10 +155,17 @@ class PDFEmbeddingModel(nn.Module):
     # ------------------------------------------------------------------ inputs
     def prepare(self, items: Sequence[Item], padding_side: str = "right") -> Batch:
         """Items -> a padded batch on the model's device (prompt template applied)."""
-        texts = [format_text(item, self.adapter.image_token) for item in items]
+        texts = [format_text(self._truncated(item), self.adapter.image_token) for item in items]
         batch = self.adapter.collate(texts, [item.image for item in items], padding_side=padding_side)
         device = self.device
         return {key: value.to(device) if torch.is_tensor(value) else value for key, value in batch.items()}
+
+    def _truncated(self, item: Item) -> Item:
+        if self.adapter.max_text_tokens is None or not item.text:
+            return item
+        head, mark, tail = item.text.partition(MMEB_IMAGE_PLACEHOLDER)
+        text = head + mark + self.adapter.truncate_text(tail) if mark else self.adapter.truncate_text(item.text)
+        return item if text == item.text else Item(text=text, image=item.image, instruction=item.instruction)
 
     @property
     def device(self) -> torch.device:

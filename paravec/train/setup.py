@@ -58,6 +58,7 @@ def backbone_options(cfg: RunConfig) -> BackboneOptions:
         attn_implementation=model.attn_implementation,
         gradient_checkpointing=model.gradient_checkpointing,
         image_resolution=model.image_resolution,
+        max_text_tokens=model.max_text_tokens,
     )
 
 

@@ -150,3 +150,19 @@ def test_gradient_checkpointing_keeps_the_prefix_and_the_gradients():
     assert torch.allclose(plain[0], checkpointed[0], atol=1e-5)
     assert torch.allclose(plain[1], checkpointed[1], atol=1e-5)
     assert plain[1].abs().sum() > 0
+
+
+def test_long_texts_are_truncated_before_the_prompt_is_built():
+    from paravec.backbones import BackboneOptions
+
+    adapter = load_backbone("tiny-qwen2-vl", BackboneOptions(max_text_tokens=5))
+    model = PDFEmbeddingModel(adapter, PDFConfig(num_paths=2, prefix_len=2))
+    image = Image.new("RGB", (40, 40), (200, 10, 10))
+    long_text = "a red circle " * 40
+    batch = model.prepare([Item(text=long_text), Item(text="<|image_1|> " + long_text, image=image)])
+    lengths = batch["attention_mask"].sum(-1)
+    image_tokens = int((batch["input_ids"][1] == adapter.image_token_id).sum())
+    assert int(lengths[0]) <= 5 + 1
+    assert image_tokens > 0 and int(lengths[1]) <= 5 + image_tokens + 4  # the image survives, the text is cut
+    unlimited = PDFEmbeddingModel(load_backbone("tiny-qwen2-vl"), PDFConfig(num_paths=2, prefix_len=2))
+    assert int(unlimited.prepare([Item(text=long_text)])["attention_mask"].sum()) > 40
