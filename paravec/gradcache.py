@@ -21,12 +21,11 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import Callable, ContextManager, Iterator, Sequence
+from typing import Any, Callable, ContextManager, Iterator, Sequence
 
 import torch
 from torch import nn
 
-from paravec.backbones.base import Batch
 from paravec.losses import LossOutput
 
 #: (query embeddings, target embeddings) of the whole local batch -> the loss and its terms.
@@ -67,7 +66,8 @@ class StepResult:
 class GradCache:
     """Runs one optimisation step's forward/backward over chunks of a local batch.
 
-    ``encoder`` maps a batch to embeddings (any shape with the batch first, e.g. ``[B, N, d]``)
+    ``encoder`` maps a chunk (whatever it takes: a tokenised batch, a tensor) to embeddings
+    (any shape with the batch first, e.g. ``[B, N, d]``)
     and is what a distributed engine wraps; ``no_sync`` returns a context manager that
     suspends its gradient synchronisation (``DDP.no_sync``, ``accelerator.no_sync``).
     """
@@ -86,8 +86,8 @@ class GradCache:
 
     def step(
         self,
-        query_chunks: Sequence[Batch],
-        target_chunks: Sequence[Batch],
+        query_chunks: Sequence[Any],
+        target_chunks: Sequence[Any],
         loss_fn: LossFn,
         before_loss: Callable[[torch.Tensor, torch.Tensor], None] | None = None,
     ) -> StepResult:
@@ -130,8 +130,8 @@ class GradCache:
 
 def plain_step(
     encoder: nn.Module,
-    query_batch: Batch,
-    target_batch: Batch,
+    query_batch: Any,
+    target_batch: Any,
     loss_fn: LossFn,
     before_loss: Callable[[torch.Tensor, torch.Tensor], None] | None = None,
     backward: Callable[[torch.Tensor], None] = torch.Tensor.backward,
