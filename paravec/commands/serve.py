@@ -49,6 +49,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--max-text-chars", type=int, default=defaults.max_text_chars)
     parser.add_argument("--max-image-bytes", type=int, default=defaults.max_image_bytes)
     parser.add_argument("--max-image-pixels", type=int, default=defaults.max_image_pixels)
+    parser.add_argument(
+        "--max-request-pixels", type=int, default=defaults.max_request_pixels, help="all images of a request together"
+    )
     parser.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
     parser.set_defaults(func=run)
 
@@ -92,6 +95,7 @@ def _config(args: argparse.Namespace) -> "ServeConfig":
             max_text_chars=args.max_text_chars,
             max_image_bytes=args.max_image_bytes,
             max_image_pixels=args.max_image_pixels,
+            max_request_pixels=args.max_request_pixels,
         )
     except ValueError as error:
         raise CommandError(str(error).replace("Limits.", "--").replace("_", "-")) from None

@@ -30,6 +30,7 @@ from paravec.serve.batcher import BatchFailed, MicroBatcher
 from paravec.serve.limits import Limits, check_item_count, check_text, decode_image, read_body
 from paravec.serve.schema import (
     ApiError,
+    EmbeddingRequest,
     ItemInput,
     embedding_response,
     model_card,
@@ -113,18 +114,18 @@ def create_app(embedder: Embedder, config: ServeConfig = ServeConfig()) -> FastA
             ) from None
 
         def render() -> bytes:
-            body = embedding_response(
+            payload = embedding_response(
                 vectors, model=embedder.name, encoding_format=embedding_request.encoding_format,
                 prompt_tokens=count_tokens(items),
             )
-            return json.dumps(body, separators=(",", ":")).encode()
+            return json.dumps(payload, separators=(",", ":")).encode()
 
         return Response(await run_in_threadpool(render), media_type="application/json")
 
     return app
 
 
-def _parse(body: bytes, embedder: Embedder, limits: Limits):
+def _parse(body: bytes, embedder: Embedder, limits: Limits) -> tuple[EmbeddingRequest, list[Item]]:
     request, inputs = parse_request(body)
     if request.model is not None:
         _check_model(request.model, embedder.name)
@@ -139,13 +140,19 @@ def _parse(body: bytes, embedder: Embedder, limits: Limits):
             param="dimensions",
         )
     check_item_count(len(inputs), limits)
-    return request, [_to_item(spec, f"input[{index}]", limits) for index, spec in enumerate(inputs)]
+    items: list[Item] = []
+    pixels = 0
+    for index, spec in enumerate(inputs):
+        items.append(_to_item(spec, f"input[{index}]", limits, pixels))
+        if items[-1].image is not None:
+            pixels += items[-1].image.width * items[-1].image.height
+    return request, items
 
 
-def _to_item(spec: ItemInput, param: str, limits: Limits) -> Item:
+def _to_item(spec: ItemInput, param: str, limits: Limits, pixels_so_far: int) -> Item:
     check_text(spec.text, f"{param}.text" if spec.image or spec.instruction else param, limits)
     check_text(spec.instruction, f"{param}.instruction", limits)
-    image = decode_image(spec.image, f"{param}.image", limits) if spec.image else None
+    image = decode_image(spec.image, f"{param}.image", limits, pixels_so_far) if spec.image else None
     item = Item(text=spec.text or None, image=image, instruction=spec.instruction or None)
     try:
         format_text(item, image_token="")  # e.g. an image placeholder in the text but no image

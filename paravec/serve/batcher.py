@@ -83,10 +83,11 @@ class MicroBatcher:
         self.max_wait_s = max_wait_s
         self.stats = BatchStats()
         self._encode = encode
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="paravec-encode")
+        self._executor: Optional[ThreadPoolExecutor] = None
         self._queue: Optional[asyncio.Queue[_Chunk]] = None
         self._worker: Optional[asyncio.Task] = None
         self._held_over: Optional[_Chunk] = None
+        self._running: list[_Chunk] = []  # the batch the model is working on
 
     async def embed(self, items: Sequence[Item]) -> np.ndarray:
         """Embed ``items`` (in order) as part of whatever batches form; raises :class:`BatchFailed`."""
@@ -106,7 +107,7 @@ class MicroBatcher:
         return np.concatenate(parts, axis=0)
 
     async def close(self) -> None:
-        """Stop the worker; requests still queued get :class:`BatchFailed`."""
+        """Stop the worker; requests still queued get :class:`BatchFailed`. A later call restarts it."""
         if self._worker is not None:
             self._worker.cancel()
             try:
@@ -114,16 +115,22 @@ class MicroBatcher:
             except asyncio.CancelledError:
                 pass
             self._worker = None
-        pending = [self._held_over] if self._held_over else []
+        pending = self._running + ([self._held_over] if self._held_over else [])
         while self._queue is not None and not self._queue.empty():
             pending.append(self._queue.get_nowait())
         for chunk in pending:
             if not chunk.future.done():
                 chunk.future.set_exception(BatchFailed("the server is shutting down"))
-        self._executor.shutdown(wait=True)
+        self._queue = self._held_over = None
+        self._running = []
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+            self._executor = None
 
     def _start(self) -> asyncio.Queue:
         """Start the worker on first use, in the event loop of the server that uses it."""
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="paravec-encode")
         if self._queue is None:
             self._queue = asyncio.Queue()
         if self._worker is None:
@@ -166,6 +173,7 @@ class MicroBatcher:
     async def _encode_and_answer(self, batch: list[_Chunk]) -> None:
         items = [item for chunk in batch for item in chunk.items]
         loop = asyncio.get_running_loop()
+        self._running = batch
         try:
             vectors = await loop.run_in_executor(self._executor, self._encode_checked, items)
         except Exception as error:

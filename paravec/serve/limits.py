@@ -31,13 +31,19 @@ ALLOWED_IMAGE_TYPES = {"image/png": "PNG", "image/jpeg": "JPEG", "image/webp": "
 
 @dataclass(frozen=True)
 class Limits:
-    """Per-request bounds. The defaults admit a 10 MiB, 4096x4096 image and 256 inputs."""
+    """Per-request bounds. The defaults admit a 10 MiB, 4096x4096 image and 256 inputs.
+
+    ``max_request_pixels`` bounds the decoded pixels of all images of one request together
+    (64 Mpx, about 200 MB as RGB): many small files that each decode to a large image fit under
+    the byte limits, so the per-image limit alone would not bound memory.
+    """
 
     max_request_bytes: int = 32 * 1024 * 1024
     max_items: int = 256
     max_text_chars: int = 16_384
     max_image_bytes: int = 10 * 1024 * 1024
     max_image_pixels: int = 4096 * 4096
+    max_request_pixels: int = 64 * 1024 * 1024
 
     def __post_init__(self) -> None:
         for name, value in vars(self).items():
@@ -86,8 +92,11 @@ def check_text(text: Optional[str], param: str, limits: Limits) -> None:
         )
 
 
-def decode_image(data_url: str, param: str, limits: Limits) -> Image.Image:
-    """Decode a ``data:image/...;base64,`` URL into an RGB image, within the byte and pixel limits."""
+def decode_image(data_url: str, param: str, limits: Limits, pixels_so_far: int = 0) -> Image.Image:
+    """Decode a ``data:image/...;base64,`` URL into an RGB image, within the byte and pixel limits.
+
+    ``pixels_so_far``: pixels of the request's images decoded before this one.
+    """
     media_type, payload = _split_data_url(data_url, param)
     # 4 base64 characters carry 3 bytes: refuse before allocating the decoded copy.
     if len(payload) // 4 * 3 > limits.max_image_bytes + 3:
@@ -98,7 +107,7 @@ def decode_image(data_url: str, param: str, limits: Limits) -> Image.Image:
         raise ApiError(400, f"'{param}' is not valid base64", code="invalid_image", param=param) from None
     if len(raw) > limits.max_image_bytes:
         raise _image_too_large(param, limits)
-    return _decode_pixels(raw, media_type, param, limits)
+    return _decode_pixels(raw, media_type, param, limits, pixels_so_far)
 
 
 def _split_data_url(data_url: str, param: str) -> tuple[str, str]:
@@ -124,7 +133,7 @@ def _split_data_url(data_url: str, param: str) -> tuple[str, str]:
     return media_type, payload
 
 
-def _decode_pixels(raw: bytes, media_type: str, param: str, limits: Limits) -> Image.Image:
+def _decode_pixels(raw: bytes, media_type: str, param: str, limits: Limits, pixels_so_far: int) -> Image.Image:
     # Only the decoder of the declared type may run, whatever the bytes claim to be.
     image_format = ALLOWED_IMAGE_TYPES[media_type]
     try:
@@ -135,6 +144,13 @@ def _decode_pixels(raw: bytes, media_type: str, param: str, limits: Limits) -> I
             width, height = image.size
             if width * height > limits.max_image_pixels:
                 raise _too_many_pixels(param, width, height, limits)
+            if pixels_so_far + width * height > limits.max_request_pixels:
+                raise ApiError(
+                    413,
+                    f"the request's images up to '{param}' total more than {limits.max_request_pixels} pixels",
+                    code="image_too_large",
+                    param=param,
+                )
             return image.convert("RGB")  # decodes the pixels
     except Image.DecompressionBombError:
         raise ApiError(

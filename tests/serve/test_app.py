@@ -21,7 +21,8 @@ from .helpers import StandInEmbedder, image_data_url, live_server, pattern_image
 
 API_KEY = "test-key-123"
 LIMITS = Limits(
-    max_request_bytes=300_000, max_items=8, max_text_chars=200, max_image_bytes=100_000, max_image_pixels=250_000
+    max_request_bytes=300_000, max_items=8, max_text_chars=200, max_image_bytes=100_000, max_image_pixels=250_000,
+    max_request_pixels=400_000,
 )
 
 
@@ -60,7 +61,8 @@ def assert_error(response: httpx.Response, status: int, code: str, mentions: str
 def test_embeddings_response_has_the_openai_shape_and_the_embedder_vectors(stand_in_server):
     client, embedder = stand_in_server
     image = pattern_image(7)
-    inputs = ["a cat", {"image": image_data_url(image)}, {"text": "red", "image": image_data_url(image), "instruction": "Find"}]
+    url = image_data_url(image)
+    inputs = ["a cat", {"image": url}, {"text": "red", "image": url, "instruction": "Find"}]
     body = embed(client, {"input": inputs, "model": "stand-in", "user": "ignored"}).json()
     assert body["object"] == "list" and body["model"] == "stand-in"
     assert [row["index"] for row in body["data"]] == [0, 1, 2]
@@ -125,14 +127,24 @@ BAD_REQUESTS = {
     "unknown field": ({"input": "a", "temperature": 1}, 400, "invalid_value", "temperature"),
     "unknown model": ({"input": "a", "model": "text-embedding-3-small"}, 404, "model_not_found", "stand-in"),
     "bad base64": ({"input": [{"image": "data:image/png;base64,@@@"}]}, 400, "invalid_image", "input[0].image"),
-    "file path as image": ({"input": ["a", {"image": "/etc/hostname"}]}, 400, "unsupported_image_source", "input[1].image"),
-    "url as image": ({"input": [{"image": "http://127.0.0.1:1/x.png"}]}, 400, "unsupported_image_source", "input[0].image"),
+    "file path as image": (
+        {"input": ["a", {"image": "/etc/hostname"}]}, 400, "unsupported_image_source", "input[1].image"
+    ),
+    "url as image": (
+        {"input": [{"image": "http://127.0.0.1:1/x.png"}]}, 400, "unsupported_image_source", "input[0].image"
+    ),
     "placeholder without image": ({"input": "<|image_1|> a cat"}, 400, "invalid_value", "input[0]"),
     "too many items": ({"input": ["a"] * 9}, 400, "too_many_items", "at most 8"),
     "text too long": ({"input": ["a", "b" * 201]}, 400, "text_too_long", "input[1]"),
-    "instruction too long": ({"input": [{"text": "a", "instruction": "b" * 201}]}, 400, "text_too_long", "input[0].instruction"),
+    "instruction too long": (
+        {"input": [{"text": "a", "instruction": "b" * 201}]}, 400, "text_too_long", "input[0].instruction"
+    ),
     "oversize image": ({"input": [{"image": _noise_url(200)}]}, 413, "image_too_large", "input[0].image"),
     "decompression bomb": ({"input": [{"image": _bomb_url()}]}, 413, "image_too_large", "2000x2000"),
+    "images over the request's pixels": (
+        {"input": ["a", *[{"image": image_data_url(Image.new("RGB", (400, 400)))}] * 3]},
+        413, "image_too_large", "input[3].image",
+    ),
     "body too large": ({"input": ["a" * 150] * 2000}, 413, "request_too_large", "300000 bytes"),
 }
 

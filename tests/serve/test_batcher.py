@@ -55,7 +55,8 @@ def expected(items: list[Item]) -> np.ndarray:
 
 
 def run(coroutine_factory):
-    return asyncio.run(coroutine_factory())
+    """Run a scenario; a lost request fails it by timeout instead of hanging the suite."""
+    return asyncio.run(asyncio.wait_for(coroutine_factory(), timeout=30))
 
 
 def test_large_request_is_split_and_reassembled_in_order():
@@ -167,6 +168,27 @@ def test_a_failing_input_fails_only_its_own_request_and_the_batcher_keeps_going(
     np.testing.assert_array_equal(after, expected(texts("after", 3)))
     assert encoder.batch_sizes[0] == 11  # all six requests shared the first, failing call
     assert batcher.stats.failed_batches == 2  # that call, then the poisoned request alone
+
+
+def test_close_fails_running_and_queued_requests_and_a_later_request_restarts_the_worker():
+    encoder = RecordingEncoder(delay_s=0.2)
+    batcher = MicroBatcher(encoder, max_batch_size=1, max_wait_s=0.0)
+
+    async def scenario():
+        running = asyncio.ensure_future(batcher.embed(texts("running", 1)))
+        queued = asyncio.ensure_future(batcher.embed(texts("queued", 1)))
+        await asyncio.sleep(0.05)
+        await batcher.close()
+        outcomes = await asyncio.gather(running, queued, return_exceptions=True)
+        try:
+            again = await asyncio.wait_for(batcher.embed(texts("again", 1)), timeout=5)
+        finally:
+            await batcher.close()
+        return outcomes, again
+
+    outcomes, again = run(scenario)
+    assert [type(outcome) for outcome in outcomes] == [BatchFailed, BatchFailed]
+    np.testing.assert_array_equal(again, expected(texts("again", 1)))
 
 
 def test_wrong_output_shape_from_the_model_is_a_failure():

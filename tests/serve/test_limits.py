@@ -136,6 +136,14 @@ def test_image_just_under_the_pixel_limit_is_accepted():
     assert refusal(lambda: decode_image(image_data_url(Image.new("RGB", (101, 50))), "x", limits)).status == 413
 
 
+def test_pixels_of_all_images_of_a_request_are_bounded_together():
+    limits = Limits(max_image_pixels=100 * 100, max_request_pixels=3 * 100 * 100)
+    url = image_data_url(Image.new("RGB", (100, 100), "blue"))
+    assert decode_image(url, "input[2].image", limits, pixels_so_far=2 * 100 * 100).size == (100, 100)
+    error = refusal(lambda: decode_image(url, "input[3].image", limits, pixels_so_far=3 * 100 * 100))
+    assert (error.status, error.code, error.param) == (413, "image_too_large", "input[3].image")
+
+
 def test_text_and_item_count_limits():
     check_text("x" * 50, "input[0]", LIMITS)
     error = refusal(lambda: check_text("x" * 51, "input[2].instruction", LIMITS))
