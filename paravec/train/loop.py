@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -213,7 +212,7 @@ class Trainer:
                 embedder, cfg.eval.dir, cfg.eval.image_root, out, subsets=cfg.eval.subsets,
                 mode=cfg.method.inference_mode, batch_size=cfg.eval.batch_size,
             )
-            scores = _flatten_scores(summary)
+            scores = _eval_scalars(summary)
             self.encoder.train()
         self.accelerator.wait_for_everyone()
         return scores
@@ -359,12 +358,10 @@ class Trainer:
         return layout.final
 
 
-def _flatten_scores(summary: Any, prefix: str = "") -> dict[str, float]:
-    """Numbers of an evaluation summary as flat ``eval/...`` scalars."""
-    flat: dict[str, float] = {}
-    if isinstance(summary, dict):
-        for key, value in summary.items():
-            flat.update(_flatten_scores(value, f"{prefix}{key}/" if isinstance(value, dict) else f"{prefix}{key}"))
-    elif isinstance(summary, (int, float)) and not isinstance(summary, bool) and math.isfinite(summary):
-        flat[prefix.rstrip("/")] = float(summary)
-    return flat
+def _eval_scalars(result: dict) -> dict[str, float]:
+    """The scores worth a curve: overall, per meta-task, IND/OOD and per-subset Precision@1."""
+    summary = result["summary"]
+    groups = {"overall": summary["overall"], **summary["meta_tasks"], **summary["splits"]}
+    scalars = {name: group["mean"] for name, group in groups.items() if group["mean"] is not None}
+    scalars.update({f"subset/{name}": scores["acc"] for name, scores in result["subsets"].items()})
+    return scalars

@@ -180,3 +180,18 @@ def test_two_processes_with_half_batches_equal_one_process_with_the_whole(mini, 
     single, double = _final_weights(runs[1]), _final_weights(runs[2])
     for name in single:
         assert torch.allclose(single[name], double[name], atol=1e-5), name
+
+
+def test_periodic_evaluation_is_logged_beside_the_losses(mini, tmp_path):
+    cfg = _config(mini, tmp_path / "evals", **{
+        "train.max_steps": 2, "train.save_every": 0, "eval.every": 2, "eval.dir": str(mini / "eval"),
+        "eval.image_root": str(mini / "images"), "eval.subsets": ["ShapeClass", "CountVQA"], "eval.batch_size": 32,
+    })
+    Trainer(cfg).run()
+    history = [json.loads(line) for line in (tmp_path / "evals" / "logs" / "history.jsonl").read_text().splitlines()]
+    evaluated = [entry for entry in history if any(key.startswith("eval/") for key in entry)]
+    assert evaluated and evaluated[-1]["step"] == 2
+    scores = {k: v for k, v in evaluated[-1].items() if k.startswith("eval/")}
+    assert {"eval/overall", "eval/IND", "eval/subset/ShapeClass", "eval/subset/CountVQA"} <= set(scores)
+    assert all(0.0 <= value <= 1.0 for value in scores.values())
+    assert (tmp_path / "evals" / "eval" / "step-2" / "summary.json").exists()
