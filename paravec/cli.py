@@ -10,7 +10,7 @@ import argparse
 import importlib
 import sys
 
-COMMAND_MODULES = ("encode", "flops", "data", "eval", "serve")
+COMMAND_MODULES = ("encode", "flops", "data", "eval", "serve", "export")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,488 @@
+"""Export a training run's final model as a self-contained folder for one inference mode.
+
+A run's ``final/`` folder stores only what training changed (LoRA adapter, prefix bank,
+aggregator) and names its backbone (a preset, a local folder or a hub id). A deployment wants
+the opposite: one folder that loads with no network, no run folder and no preset code, and
+that holds only what its inference mode computes with:
+
+* ``path<i>``: a one-path model whose prefix is path i's (the paper's single-prefix inference,
+  Table 4: the baseline's cost plus K key/value slots per layer). It loads as ``path0``;
+  the other paths' prefixes and the aggregator are left out;
+* ``aggregate``: the whole prefix bank and the aggregator (N language-model passes per input);
+* ``no-prefix``: the backbone alone (the baseline's only mode; for a PDF model, the paper's
+  Table 3 R7 ablation).
+
+The folder is an ordinary embedder folder (see :mod:`paravec.embedder`) with the backbone
+weights in ``backbone/`` (LoRA merged in, or base weights plus ``lora/``) and a model card,
+``README.md``, recording the training config and the newest evaluation summary of the run.
+It is written atomically (:func:`paravec.train.checkpoint.atomic_write_dir`): it either holds
+the whole export or is left as it was.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import yaml
+
+from paravec.embedder import BACKBONE_DIR, HEADS_FILE, LORA_DIR, SPEC_FILE, EmbedderSpec, write_embedder_files
+from paravec.pdf.model import PDFConfig, PDFEmbeddingModel
+from paravec.train.checkpoint import MARKER_NAME, atomic_write_dir, find_problem
+from paravec.train.config import RunLayout
+
+README_FILE = "README.md"
+RUN_SUMMARY_FILE = "run_summary.json"
+EVAL_DIR = "eval"
+_PATH_MODE = re.compile(r"^path(\d+)$")
+_STEP_FOLDER = re.compile(r"^step-(\d+)$")
+
+METHOD_DESCRIPTIONS = {
+    "pdf": (
+        "Parallel Decoupling Framework (PDF): N parallel paths share one backbone, each steered by "
+        "its own deep prefix (K learnable key/value slots per layer); trained with InfoNCE on every "
+        "path and on their aggregate, plus a mutual-information penalty between paths."
+    ),
+    "baseline": (
+        "VLM2Vec baseline: the last-token hidden state of the backbone, trained with InfoNCE and in-batch negatives."
+    ),
+    "unime-stage1": "UniME stage 1: textual knowledge distillation from a text-embedding teacher.",
+    "unime-stage2": "UniME stage 2: instruction tuning with hard negatives.",
+}
+
+
+class ExportError(ValueError):
+    """Why a run cannot be exported, in one line naming the folder, file or option at fault."""
+
+
+# --------------------------------------------------------------------------- the run
+@dataclass(frozen=True)
+class RunSource:
+    """What an export reads from a training run folder."""
+
+    root: Path
+    final: Path
+    spec: EmbedderSpec
+    config_text: str  # config.yaml verbatim, for the model card
+    config: dict
+
+    @property
+    def pdf(self) -> PDFConfig:
+        return PDFConfig(**self.spec.pdf)
+
+
+def read_run(run_dir: str | os.PathLike) -> RunSource:
+    """Check that ``run_dir`` holds a finished run and read its config and model spec."""
+    layout = RunLayout(Path(run_dir))
+    root = layout.root
+    if not root.is_dir():
+        raise ExportError(f"--run {root}: no such folder")
+    if not layout.config_file.is_file():
+        raise ExportError(f"--run {root}: no config.yaml, so not a training run folder")
+    if not layout.final.is_dir():
+        raise ExportError(f"--run {root}: no final/ model (the run has not finished; export needs its final/ folder)")
+    problem = find_problem(layout.final)
+    if problem is not None:
+        raise ExportError(f"{layout.final} is incomplete: {problem}")
+    try:
+        spec = EmbedderSpec.from_file(layout.final / SPEC_FILE)
+        PDFConfig(**spec.pdf)
+    except (ValueError, TypeError) as error:
+        raise ExportError(f"{layout.final / SPEC_FILE}: {error}") from None
+    config_text = layout.config_file.read_text(encoding="utf-8")
+    try:
+        config = yaml.safe_load(config_text)
+    except yaml.YAMLError as error:
+        raise ExportError(f"{layout.config_file}: not valid YAML ({error})".replace("\n", " ")) from None
+    if not isinstance(config, dict):
+        raise ExportError(f"{layout.config_file}: expected a mapping of settings, got {type(config).__name__}")
+    return RunSource(root, layout.final, spec, config_text, config)
+
+
+def resolve_mode(source: RunSource, mode: str | None) -> str:
+    """The mode to export (default: the run's own inference mode), checked against the model."""
+    pdf = source.pdf
+    mode = mode or source.spec.default_mode or pdf.default_mode
+    path = _path_index(mode)
+    if path is None and mode not in ("aggregate", "no-prefix"):
+        raise ExportError(f"--mode {mode!r}: unknown mode; use path<i> (e.g. path0), aggregate or no-prefix")
+    if mode == "no-prefix":
+        return mode
+    if not pdf.use_prefix:
+        raise ExportError(
+            f"--mode {mode}: the run {source.root} trained method {source.spec.method!r} without a prefix; "
+            "its only mode is no-prefix"
+        )
+    if path is not None and path >= pdf.num_paths:
+        last = pdf.num_paths - 1
+        raise ExportError(f"--mode {mode}: the run {source.root} has {pdf.num_paths} paths (path0..path{last})")
+    if mode == "aggregate" and pdf.num_paths < 2:
+        raise ExportError(f"--mode aggregate: the run {source.root} has a single path and no aggregator; export path0")
+    return mode
+
+
+# --------------------------------------------------------------------------- narrowing
+def single_path_model(model: PDFEmbeddingModel, path: int) -> PDFEmbeddingModel:
+    """A one-path model (no aggregator) whose prefix is ``model``'s path ``path``.
+
+    It shares ``model``'s backbone; its ``path0`` embedding is ``model``'s ``path<path>``."""
+    if model.prefix is None or not 0 <= path < model.config.num_paths:
+        raise ValueError(f"the model has no path {path}")
+    narrowed = PDFEmbeddingModel(model.adapter, dataclasses.replace(model.config, num_paths=1))
+    with torch.no_grad():
+        narrowed.prefix.keys.copy_(model.prefix.keys[path : path + 1])
+        narrowed.prefix.values.copy_(model.prefix.values[path : path + 1])
+    return narrowed.to(model.prefix.keys.device)
+
+
+def prefix_free_model(model: PDFEmbeddingModel) -> PDFEmbeddingModel:
+    """The backbone alone (no prefix, no aggregator), sharing ``model``'s backbone."""
+    if model.prefix is None:
+        return model
+    return PDFEmbeddingModel(model.adapter, dataclasses.replace(model.config, use_prefix=False, num_paths=1))
+
+
+def model_for_mode(model: PDFEmbeddingModel, mode: str) -> tuple[PDFEmbeddingModel, str]:
+    """The model holding what ``mode`` computes with, and the mode that model loads with."""
+    path = _path_index(mode)
+    if path is not None:
+        return single_path_model(model, path), "path0"
+    if mode == "no-prefix":
+        return prefix_free_model(model), "no-prefix"
+    return model, mode
+
+
+# --------------------------------------------------------------------------- facts for the card
+@dataclass(frozen=True)
+class ParameterCounts:
+    """Parameters of an exported model by part (LoRA is 0 once merged into the backbone)."""
+
+    backbone: int
+    lora: int
+    prefix: int
+    aggregator: int
+
+    @property
+    def total(self) -> int:
+        return self.backbone + self.lora + self.prefix + self.aggregator
+
+    def to_dict(self) -> dict[str, int]:
+        return {**dataclasses.asdict(self), "total": self.total}
+
+
+def count_parameters(model: PDFEmbeddingModel, lora_merged: bool) -> ParameterCounts:
+    named = dict(model.backbone.named_parameters())
+    lora = sum(p.numel() for name, p in named.items() if "lora_" in name)
+    return ParameterCounts(
+        backbone=sum(p.numel() for name, p in named.items() if "lora_" not in name),
+        lora=0 if lora_merged else lora,
+        prefix=0 if model.prefix is None else sum(p.numel() for p in model.prefix.parameters()),
+        aggregator=0 if model.aggregator is None else sum(p.numel() for p in model.aggregator.parameters()),
+    )
+
+
+@dataclass(frozen=True)
+class EvalSummary:
+    """The newest evaluation summary of a run: ``summary.md`` and/or ``summary.json``."""
+
+    folder: Path
+    step: int | None
+    markdown: str | None
+    data: dict | None
+
+
+def newest_eval_summary(run_root: Path) -> EvalSummary | None:
+    """The summary of the highest ``eval/step-<N>/``, else one directly in ``eval/``, else None.
+
+    Periodic evaluation during training writes ``eval/step-<N>/summary.{json,md}``; steps are
+    compared as numbers (step-10 is newer than step-9)."""
+    eval_dir = run_root / EVAL_DIR
+    if not eval_dir.is_dir():
+        return None
+    candidates = []
+    for folder in eval_dir.iterdir():
+        match = _STEP_FOLDER.match(folder.name)
+        if match and folder.is_dir() and _has_summary(folder):
+            candidates.append((int(match.group(1)), folder))
+    if candidates:
+        step, folder = max(candidates)
+        return _read_summary(folder, step)
+    return _read_summary(eval_dir, None) if _has_summary(eval_dir) else None
+
+
+def _has_summary(folder: Path) -> bool:
+    return (folder / "summary.json").is_file() or (folder / "summary.md").is_file()
+
+
+def _read_summary(folder: Path, step: int | None) -> EvalSummary:
+    data = None
+    if (folder / "summary.json").is_file():
+        try:
+            data = json.loads((folder / "summary.json").read_text(encoding="utf-8"))
+        except json.JSONDecodeError as error:
+            raise ExportError(f"{folder / 'summary.json'}: not valid JSON ({error})") from None
+        if not isinstance(data, dict):
+            raise ExportError(f"{folder / 'summary.json'}: expected a JSON object, got {type(data).__name__}")
+    markdown = (folder / "summary.md").read_text(encoding="utf-8") if (folder / "summary.md").is_file() else None
+    return EvalSummary(folder, step, markdown, data)
+
+
+def _read_run_summary(final: Path) -> dict | None:
+    path = final / RUN_SUMMARY_FILE
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise ExportError(f"{path}: not valid JSON ({error})") from None
+
+
+# --------------------------------------------------------------------------- the export
+@dataclass(frozen=True)
+class ExportResult:
+    out: Path
+    mode: str
+    load_mode: str
+    lora_merged: bool
+    dim: int
+    parameters: ParameterCounts
+    eval_summary: EvalSummary | None
+
+
+def export_run(
+    run_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    mode: str | None = None,
+    merge_lora: bool = False,
+    force: bool = False,
+) -> ExportResult:
+    """Write the self-contained model folder ``out_dir`` for ``mode`` of the run ``run_dir``."""
+    from paravec.embedder import load
+
+    source = read_run(run_dir)
+    mode = resolve_mode(source, mode)
+    if merge_lora and source.spec.lora is None:
+        raise ExportError(
+            f"--merge-lora: the run {source.root} has no LoRA adapter (its backbone weights were trained directly)"
+        )
+    out = Path(out_dir)
+    _check_destination(out, source, force)
+    eval_summary = newest_eval_summary(source.root)
+    run_summary = _read_run_summary(source.final)
+
+    try:
+        embedder = load(source.final)
+    except (OSError, ValueError) as error:
+        raise ExportError(f"{source.final}: cannot be loaded ({error})") from None
+    model, load_mode = model_for_mode(embedder.model, mode)
+    counts = count_parameters(model, lora_merged=merge_lora)
+    spec = EmbedderSpec(
+        backbone=source.spec.backbone,
+        backbone_options=dict(source.spec.backbone_options),
+        pdf=model.config.to_dict(),
+        lora=source.spec.lora,
+        method=source.spec.method,
+        default_mode=load_mode,
+        info={
+            "step": source.spec.info.get("step"),
+            "export": {"run": str(source.root), "mode": mode, "lora_merged": merge_lora},
+            "embedding_dim": model.dim,
+            "parameters": counts.to_dict(),
+        },
+    )
+    result = ExportResult(out, mode, load_mode, merge_lora, model.dim, counts, eval_summary)
+    card = model_card(source, spec, result, model.backbone.config.model_type, run_summary)
+
+    def write(folder: Path) -> None:
+        write_embedder_files(model, spec, folder, with_backbone=True, merge_lora=merge_lora)
+        (folder / README_FILE).write_text(card, encoding="utf-8")
+
+    atomic_write_dir(out, write)
+    return result
+
+
+def _check_destination(out: Path, source: RunSource, force: bool) -> None:
+    """Refuse to replace what the user did not ask to replace, and never the run itself."""
+    resolved, run, final = out.resolve(), source.root.resolve(), source.final.resolve()
+    if resolved == run or resolved in run.parents:
+        raise ExportError(f"--out {out}: it holds the run folder {source.root}, which the export would replace")
+    if resolved == final or final in resolved.parents:
+        raise ExportError(f"--out {out}: it is inside the run's final/ model; choose a folder outside it")
+    if out.exists() and not out.is_dir():
+        raise ExportError(f"--out {out}: exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()) and not force:
+        raise ExportError(f"--out {out}: folder exists and is not empty; pass --force to replace it")
+
+
+# --------------------------------------------------------------------------- the model card
+def model_card(
+    source: RunSource,
+    spec: EmbedderSpec,
+    result: ExportResult,
+    model_type: str,
+    run_summary: dict | None,
+) -> str:
+    """The ``README.md`` of an export: what the model is, how to load it, how it was trained."""
+    pdf = source.pdf
+    name = result.out.name
+    path = _path_index(result.mode)
+    model_settings = source.config.get("model")
+    trained_from = (model_settings.get("backbone") if isinstance(model_settings, dict) else None) or source.spec.backbone
+    lines = [
+        f"# {name}",
+        "",
+        f"A multimodal embedding model (text, image, or image + text in; one {result.dim}-d vector out) "
+        f"exported by `paravec export` from the training run `{source.root}`"
+        + (f" at step {spec.info['step']}." if spec.info.get("step") is not None else "."),
+        "",
+        "| | |",
+        "|---|---|",
+        f"| Method | `{spec.method}`: {METHOD_DESCRIPTIONS.get(spec.method, 'see the training configuration')} |",
+        f"| Backbone | `{trained_from}` (Hugging Face model type `{model_type}`) |",
+        f"| Paths trained (N) | {pdf.num_paths if pdf.use_prefix else '1 (no prefix)'} |",
+        f"| Prefix length (K) | {pdf.prefix_len if pdf.use_prefix else '0 (no prefix)'} |",
+        f"| Exported mode | `{result.mode}`: {_mode_description(result.mode, pdf)} |",
+        f"| Mode when loaded | `{result.load_mode}` (the default of `paravec.load`)"
+        + (f"; path {path}'s prefix is this folder's only path" if path not in (None, 0) else "")
+        + " |",
+        f"| LoRA | {_lora_description(source.spec.lora, result.lora_merged)} |",
+        f"| Embedding dimension | {result.dim} (L2-normalised by default; compare with cosine similarity) |",
+        "",
+        "## Parameters",
+        "",
+        "| Part | Parameters |",
+        "|---|---:|",
+        f"| Backbone (`{BACKBONE_DIR}/`: vision tower and language model) | {result.parameters.backbone:,} |",
+        f"| LoRA adapter (`{LORA_DIR}/`) | "
+        + ("merged into the backbone" if result.lora_merged else f"{result.parameters.lora:,}") + " |",
+        f"| Prefix (`{HEADS_FILE}`) | {_count_or_none(result.parameters.prefix)} |",
+        f"| Aggregator (`{HEADS_FILE}`) | {_count_or_none(result.parameters.aggregator)} |",
+        f"| Total | {result.parameters.total:,} |",
+        "",
+        "## Use",
+        "",
+        "```python",
+        "import paravec",
+        "from PIL import Image",
+        "",
+        f'model = paravec.load("{name}")',
+        "vectors = model.encode([",
+        '    paravec.Item(text="a red circle above a blue square"),',
+        '    paravec.Item(image=Image.open("photo.jpg")),',
+        '    paravec.Item(text="What colour is the circle?", image=Image.open("photo.jpg"),',
+        '                 instruction="Answer the question"),',  # a query: the instruction template applies
+        f"])  # float32 [3, {result.dim}]",
+        "```",
+        "",
+        "From the command line (one JSON object per line: `text`, `image`, `instruction`):",
+        "",
+        "```sh",
+        f"paravec encode --model {name} --input items.jsonl --out vectors.npy",
+        f"paravec serve --model {name}   # OpenAI-compatible POST /v1/embeddings on 127.0.0.1:8000",
+        "```",
+        "",
+        "The folder is self-contained: it loads without network access (`HF_HUB_OFFLINE=1`) and "
+        "without the training run.",
+        "",
+        "## Files",
+        "",
+        f"- `{SPEC_FILE}`: what to build (backbone folder, PDF settings, LoRA settings, default mode);",
+        f"- `{BACKBONE_DIR}/`: backbone weights, processor and tokenizer (Hugging Face format"
+        + (", LoRA merged in);" if result.lora_merged else ", base weights);"),
+    ]
+    if source.spec.lora is not None and not result.lora_merged:
+        lines.append(f"- `{LORA_DIR}/`: the trained LoRA adapter (PEFT format);")
+    if result.parameters.prefix or result.parameters.aggregator:
+        lines.append(f"- `{HEADS_FILE}`: " + _heads_description(result) + ";")
+    lines += [
+        f"- `{MARKER_NAME}`: the completion marker of the atomic write (every file and its size).",
+        "",
+        "## Evaluation",
+        "",
+        *_evaluation_section(result.eval_summary, source.root),
+        "",
+        "## Training configuration",
+        "",
+        "The run's `config.yaml`:",
+        "",
+        *_fenced(source.config_text, "yaml"),
+    ]
+    if run_summary is not None:
+        lines += ["", "## Training summary", "", f"The run's `final/{RUN_SUMMARY_FILE}`:", ""]
+        lines += _fenced(json.dumps(run_summary, indent=2, default=str), "json")
+    return "\n".join(lines) + "\n"
+
+
+def _count_or_none(count: int) -> str:
+    return f"{count:,}" if count else "none (not used by this mode)"
+
+
+def _mode_description(mode: str, pdf: PDFConfig) -> str:
+    path = _path_index(mode)
+    if path is not None:
+        return (
+            f"single-prefix inference with path {path}'s prefix only: one language-model pass "
+            f"per input, the backbone's cost plus {pdf.prefix_len} key/value slots per layer"
+        )
+    if mode == "aggregate":
+        return f"all {pdf.num_paths} paths (vision tower once, one language-model pass each), mixed by the aggregator"
+    if pdf.use_prefix:
+        return "the backbone without any prefix (for a PDF model this is the ablation that drops the prefix)"
+    return "the backbone's last-token embedding, no prefix"
+
+
+def _lora_description(lora: dict | None, merged: bool) -> str:
+    if lora is None:
+        return "none (the run trained the backbone weights directly, or only the prefix and aggregator)"
+    settings = f"r={lora.get('r')}, alpha={lora.get('alpha')}"
+    if merged:
+        return f"{settings}, merged into the backbone weights"
+    return f"{settings}, kept as a separate adapter in `{LORA_DIR}/`"
+
+
+def _heads_description(result: ExportResult) -> str:
+    shape = "layers, kv_heads, K, head_dim]"
+    if result.parameters.aggregator:
+        return f"the whole prefix bank (`prefix.keys`, `prefix.values`: [N, {shape}) and the aggregator"
+    return f"the prefix of path {_path_index(result.mode)} (`prefix.keys`, `prefix.values`: [1, {shape})"
+
+
+def _evaluation_section(summary: EvalSummary | None, run_root: Path) -> list[str]:
+    if summary is None:
+        return [f"No evaluation summary was found under `{run_root / EVAL_DIR}`."]
+    where = f"`{summary.folder.relative_to(run_root).as_posix()}/`"
+    header = f"From {where}" + (f" (step {summary.step})" if summary.step is not None else "")
+    data = summary.data or {}
+    overall = (data.get("overall") or {}).get("mean") if isinstance(data.get("overall"), dict) else None
+    facts = []
+    if data.get("mode"):
+        facts.append(f"evaluated in mode `{data['mode']}`")
+    if isinstance(overall, (int, float)):
+        facts.append(f"overall Precision@1 {100 * overall:.1f}%")
+    lines = [header + (": " + ", ".join(facts) if facts else "") + "."]
+    if summary.markdown is not None:
+        demoted = (f"##{line}" if line.startswith("#") else line for line in summary.markdown.rstrip("\n").splitlines())
+        lines += ["", *demoted]
+    elif summary.data is not None:
+        lines += ["", *_fenced(json.dumps(summary.data, indent=2), "json")]
+    return lines
+
+
+def _path_index(mode: str) -> int | None:
+    """``i`` for a ``path<i>`` mode, None for any other."""
+    match = _PATH_MODE.match(mode)
+    return int(match.group(1)) if match else None
+
+
+def _fenced(text: str, language: str) -> list[str]:
+    """``text`` in a code fence longer than any run of backticks inside it."""
+    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    fence = "`" * max(3, longest + 1)
+    return [f"{fence}{language}", *text.rstrip("\n").splitlines(), fence]
+
