@@ -142,12 +142,6 @@ def place_at_cell(rng: np.random.Generator, obj: Obj, cell: str) -> Placed:
     return _coloured(rng, [obj], [(x, y)])[0]
 
 
-def cell_of(x: float, y: float) -> str:
-    column = min(2, int(x * 3 // IMAGE_SIZE))
-    row = min(2, int(y * 3 // IMAGE_SIZE))
-    return CELLS[row * 3 + column]
-
-
 def place_scattered(
     rng: np.random.Generator,
     objs: Sequence[Obj],

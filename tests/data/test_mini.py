@@ -14,7 +14,7 @@ from paravec.cli import CommandError
 from paravec.commands import data as data_command
 from paravec.data.images import load_image
 from paravec.data.mini import generate_mini_benchmark, mini_benchmark_corpus, mini_benchmark_tasks
-from paravec.data.mini_scenes import COLORS, COUNT_WORDS, HELD_OUT_COMBOS, CaptionScene, Obj
+from paravec.data.mini_scenes import CELLS, COLORS, COUNT_WORDS, HELD_OUT_COMBOS, CaptionScene, Obj
 from paravec.data.mmeb_train import MMEBTrainDataset, MMEBTrainSource
 from paravec.items import MMEB_IMAGE_PLACEHOLDER, Item, format_text
 
@@ -56,6 +56,14 @@ def shapes_in(image) -> list[str]:
         if len(blob) >= 8:
             names.append(nearest_colour(np.mean(blob, axis=0)))
     return names
+
+
+def cell_in(image) -> str:
+    """The 3x3 grid cell holding the centre of the image's saturated pixels."""
+    pixels = np.asarray(image, dtype=np.int32)
+    ys, xs = np.nonzero((pixels.max(axis=2) - pixels.min(axis=2)) > 60)
+    column, row = (min(2, int(v.mean() * 3 // image.size[0])) for v in (xs, ys))
+    return CELLS[row * 3 + column]
 
 
 def nearest_colour(rgb) -> str:
@@ -229,8 +237,10 @@ def test_caption_retrieval_target_matches_and_no_other_candidate_does(bench):
             assert f"on a {target.background} background" in caption
             assert target not in scenes[1:]
             assert any(s in target.variants() for s in scenes[1:])  # near misses are there
-            image_colours = shapes_in(load_image(bench / "images", row["tgt_img_path"][0]))
-            assert sorted(image_colours) == sorted(o.color for o in target.objects)
+            image = load_image(bench / "images", row["tgt_img_path"][0])
+            assert sorted(shapes_in(image)) == sorted(o.color for o in target.objects)
+            if len(target.objects) == 1:
+                assert cell_in(image) == target.layout
             assert target.has_held_out() == (subset == "HeldOutComboT2I")
     for row, meta in eval_rows(bench, "CaptionI2T"):
         scenes = [scene_of(s) for s in meta["candidates"]]
