@@ -10,7 +10,7 @@ import argparse
 import importlib
 import sys
 
-COMMAND_MODULES = ("encode", "flops", "data", "eval", "serve", "export")
+COMMAND_MODULES = ("demo", "encode", "train", "eval", "data", "serve", "export", "flops", "unime")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,4 +39,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run the copy importable as paravec.cli, so command modules and this entry point share
+    # one CommandError class (python -m would otherwise load this file twice).
+    from paravec.cli import main as _main
+
+    sys.exit(_main())

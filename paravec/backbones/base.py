@@ -60,6 +60,10 @@ class BackboneAdapter(ABC):
     model_class: ClassVar[type[PreTrainedModel]]
     #: Keys of a collated batch that belong to the image, passed to ``get_image_features``.
     image_input_keys: ClassVar[tuple[str, ...]] = ("pixel_values",)
+    #: One user turn in the family's chat format, up to where the assistant's reply begins;
+    #: ``{prompt}`` marks the user's text. Prompts that ask for an answer (UniME's one-word
+    #: summary) are wrapped in it, so the last token is where the model would start replying.
+    chat_format: ClassVar[str] = "{prompt}"
 
     def __init__(self, model: PreTrainedModel, processor: Any) -> None:
         self.model = model
@@ -129,6 +133,10 @@ class BackboneAdapter(ABC):
         return self.processor.tokenizer
 
     # ------------------------------------------------------------------ inputs
+    def chat_prompt(self, prompt: str) -> str:
+        """``prompt`` as one user turn of this family's chat, ending where the reply begins."""
+        return self.chat_format.replace("{prompt}", prompt)
+
     def collate(self, texts: Sequence[str], images: Sequence[Image.Image | None], padding_side: str = "right") -> Batch:
         """Tokenise prompts and preprocess images into one padded batch (every processor field kept)."""
         present = [image for image in images if image is not None]
@@ -137,6 +145,12 @@ class BackboneAdapter(ABC):
             kwargs["images"] = self.format_images(images)
         batch = self.processor(**kwargs)
         return dict(batch)
+
+    def ordinary_token_ids(self) -> list[int]:
+        """Ids of the tokenizer's ordinary (non-special) tokens that the embedding table holds."""
+        special = set(self.tokenizer.all_special_ids) | {self.image_token_id}
+        rows = self.language_model.get_input_embeddings().num_embeddings
+        return [i for i in range(min(len(self.tokenizer), rows)) if i not in special]
 
     def truncate_text(self, text: str) -> str:
         """Cut ``text`` to ``max_text_tokens`` tokens (VLM2Vec truncates long texts the same way).

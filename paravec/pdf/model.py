@@ -38,12 +38,17 @@ class PDFConfig:
     prefix_len: int = 20
     #: "keep": real tokens keep their prefix-free rotary positions; "shift": they start at K (PEFT).
     prefix_position: str = "keep"
+    #: "tokens": each path starts from the keys/values of K random real tokens (seeded per
+    #: path); "normal": N(0, prefix_init_std) noise.
+    prefix_init: str = "tokens"
     prefix_init_std: float = 0.02
     #: "parallel": all paths in one B*N-row pass; "sequential": one pass per path (less memory).
     path_batching: str = "parallel"
     seed: int = 0
 
     def __post_init__(self) -> None:
+        if self.prefix_init not in ("tokens", "normal"):
+            raise ValueError(f"prefix_init must be 'tokens' or 'normal', got {self.prefix_init!r}")
         if self.prefix_position not in ("keep", "shift"):
             raise ValueError(f"prefix_position must be 'keep' or 'shift', got {self.prefix_position!r}")
         if self.path_batching not in ("parallel", "sequential"):
@@ -90,6 +95,8 @@ class PathEncoder(nn.Module):
             self.prefix = PrefixBank(
                 adapter.kv_geometry, config.num_paths, config.prefix_len, config.prefix_init_std, config.seed
             )
+            if config.prefix_init == "tokens":
+                self.prefix.init_from_token_activations(adapter.language_model, adapter.ordinary_token_ids(), config.seed)
             keep_prefix_under_checkpointing(adapter.language_model)
 
     def forward(self, batch: Batch, paths: Sequence[int] | None = None) -> torch.Tensor:

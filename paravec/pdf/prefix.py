@@ -117,6 +117,34 @@ class PrefixBank(nn.Module):
         self.keys = nn.Parameter(torch.stack(keys))
         self.values = nn.Parameter(torch.stack(values))
 
+    @torch.no_grad()
+    def init_from_token_activations(self, language_model: nn.Module, token_ids: Sequence[int], seed: int = 0) -> None:
+        """Start every path from the keys and values the model itself gives K real tokens.
+
+        Prefix tuning trains better from the activations of real words than from random
+        vectors (Li and Liang's finding, and what PEFT calls ``prompt_tuning_init=TEXT``): the
+        prefix then sits where the model's own keys and values live, so it steers attention
+        from the first step instead of being ignored. Each path draws its own K tokens
+        (``seed + path``), so the paths start in different places, as the paper wants.
+        """
+        candidates = torch.as_tensor(list(token_ids))
+        if candidates.numel() == 0:
+            raise ValueError("no token ids to initialise the prefixes from")
+        device = self.keys.device
+        was_training = language_model.training
+        language_model.eval()
+        try:
+            for path in range(self.num_paths):
+                generator = torch.Generator().manual_seed(seed + path)
+                picks = candidates[torch.randint(len(candidates), (self.prefix_len,), generator=generator)]
+                output = language_model(input_ids=picks.view(1, -1).to(device), use_cache=True, return_dict=True)
+                for layer in range(self.geometry.num_layers):
+                    cached = output.past_key_values.layers[layer]
+                    self.keys[path, layer].copy_(cached.keys[0].float())
+                    self.values[path, layer].copy_(cached.values[0].float())
+        finally:
+            language_model.train(was_training)
+
     def cache_for(self, paths: Sequence[int], batch_size: int, dtype: torch.dtype | None = None) -> PrefixCache:
         """A cache for a batch laid out path-major: rows ``[p*B:(p+1)*B]`` belong to ``paths[p]``."""
         index = torch.as_tensor(list(paths), device=self.keys.device)
