@@ -1,0 +1,72 @@
+"""The ablation script end to end on the small mini benchmark with tiny-qwen2-vl: two training
+rows, one seed, two steps. Checks the outputs and that a second invocation reuses the runs;
+scores of two-step models mean nothing and are not asserted."""
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "ablation.py"
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location("benchmarks_ablation", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the file runs
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_ablation_writes_table_figures_and_results_and_resumes(tmp_path):
+    ablation = load_script()
+    out, report_dir = tmp_path / "runs", tmp_path / "report"
+    argv = ["--out", str(out), "--report-dir", str(report_dir), "--seeds", "0", "--steps", "2",
+            "--rows", "R1", "R5", "--benchmark-size", "small", "--eval-batch-size", "32",
+            "--set", "model.backbone=tiny-qwen2-vl", "--set", "train.batch_size=8",
+            "--set", "model.image_resolution=784", "--set", "log.tensorboard=false", "--set", "log.plots=false"]
+    assert ablation.main(argv) == 0
+
+    report = (report_dir / "report.md").read_text()
+    table_rows = {line.split("|")[1].strip() for line in report.splitlines() if line.startswith("| R")}
+    assert {"R1", "R5", "R6", "R7"} <= table_rows and not {"R2", "R3", "R4"} & table_rows
+    assert "--steps 2" in report and "R5 vs R1" in report
+    for png in ("fig3_left_training_loss.png", "fig3_right_path_similarity.png"):
+        assert (report_dir / png).stat().st_size > 1000
+
+    results = json.loads((report_dir / "results.json").read_text())
+    assert set(results["per_seed"]) == {"R1", "R5", "R6", "R7"}
+    assert set(results["runs"]) == {"R1-seed0", "R5-seed0"}
+    assert results["base_config"]["train"]["max_steps"] == 2
+    for label in ("R1", "R5", "R6", "R7"):
+        assert set(results["aggregate"][label]) == set(ablation.METRICS)
+        assert results["aggregate"][label]["Overall"]["n"] == 1
+    # R6 and R7 are the R5 model in other inference modes, R1 the baseline in its only mode.
+    modes = {path.name for path in (out / "eval" / "R5-seed0").iterdir()}
+    assert modes == {"path0", "aggregate", "no-prefix"}
+    assert {path.name for path in (out / "eval" / "R1-seed0").iterdir()} == {"no-prefix"}
+
+    # Resumable: finished runs and evaluations are reused, not redone.
+    final = out / "runs" / "R5-seed0" / "final" / "paravec.json"
+    summary = out / "eval" / "R5-seed0" / "aggregate" / "summary.json"
+    stamps = final.stat().st_mtime_ns, summary.stat().st_mtime_ns
+    assert ablation.main(argv) == 0
+    assert (final.stat().st_mtime_ns, summary.stat().st_mtime_ns) == stamps
+
+    # A finished run is not reused under other settings.
+    with pytest.raises(SystemExit, match="train.max_steps"):
+        ablation.main([*argv[:7], "3", *argv[8:]])
+
+
+def test_sweep_plan_reuses_r5_for_the_centre_value():
+    ablation = load_script()
+    from paravec.demo import demo_config
+
+    base = demo_config("pdf", Path("unused"))
+    work = ablation.plan([], [0, 1], ["K"], base)
+    assert [run.name for run in work.runs] == ["R5-K10-seed0", "R5-seed0", "R5-K40-seed0",
+                                               "R5-K10-seed1", "R5-seed1", "R5-K40-seed1"]
+    assert work.runs[0].overrides == ("method.prefix_len=10",)
+    assert {e.label for e in work.evaluations} == {"K=10", "K=20", "K=40"}
