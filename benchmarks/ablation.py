@@ -25,8 +25,8 @@ Run::
 
 Resumable: a run whose ``final/`` exists is not trained again and an evaluation whose
 ``summary.json`` exists is not run again, so an interrupted invocation continues where it
-stopped (an unfinished training run starts over; the demo saves no checkpoints). A finished run
-trained with other settings (say another ``--steps``) is an error, not silently reused.
+stopped (an unfinished training run resumes from its newest checkpoint, or starts over without
+one). A run made with other settings (say another ``--steps``) is an error, not silently reused.
 
 Layout under ``--out``: ``mini/`` (the benchmark), ``runs/<run>/`` (training runs),
 ``eval/<run>/<mode>/`` (MMEB scores), ``timings.json``; the report (``report.md``, the PNGs
@@ -284,24 +284,34 @@ def ensure_benchmark(ws: Workspace, size: str) -> None:
 
 
 def ensure_trained(ws: Workspace, run: Run) -> None:
-    """Train ``run`` unless its ``final/`` exists with the same settings."""
+    """Train ``run`` unless its ``final/`` exists; an interrupted run resumes from its newest
+    checkpoint (the demo saves some) or, without one, starts over."""
+    from paravec.train.checkpoint import CheckpointManager
     from paravec.train.loop import Trainer
 
     cfg = ws.config_of(run)
     layout = RunLayout(cfg.output_dir)
     if (layout.final / "paravec.json").exists():
-        changed = config_differences(load_config(layout.config_file), cfg)
-        if changed:
-            raise SystemExit(f"{layout.root} was trained with other settings ({'; '.join(changed)}); "
-                             "use another --out or delete that run")
+        _check_same_settings(layout, cfg)
         return
-    if layout.root.exists():  # unfinished: start again, and drop scores of any older model
+    resume = layout.config_file.exists() and CheckpointManager(layout.root, cfg.train.keep_last).latest() is not None
+    if resume:
+        _check_same_settings(layout, cfg)
+    elif layout.root.exists():
         shutil.rmtree(layout.root)
-    shutil.rmtree(ws.out / "eval" / run.name, ignore_errors=True)
-    say(f"{run.name}: training {cfg.train.max_steps} steps ({' '.join(run.overrides) or 'full PDF'})")
+    shutil.rmtree(ws.out / "eval" / run.name, ignore_errors=True)  # scores of an older model
+    say(f"{run.name}: {'resuming' if resume else 'training'} {cfg.train.max_steps} steps "
+        f"({' '.join(run.overrides) or 'full PDF'})")
     started = time.monotonic()
-    Trainer(cfg).run()
+    Trainer(cfg).run(resume=resume)
     ws.record_time(f"train/{run.name}", time.monotonic() - started)
+
+
+def _check_same_settings(layout: RunLayout, cfg: RunConfig) -> None:
+    changed = config_differences(load_config(layout.config_file), cfg)
+    if changed:
+        raise SystemExit(f"{layout.root} was trained with other settings ({'; '.join(changed)}); "
+                         "use another --out or delete that run")
 
 
 def ensure_evaluated(ws: Workspace, run: Run, modes: Iterable[str], batch_size: int) -> None:
