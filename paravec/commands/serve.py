@@ -42,7 +42,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--max-batch-size", type=int, default=32, help="items per model call")
     parser.add_argument(
-        "--max-wait-ms", type=float, default=5.0, help="how long a request may wait for others to batch with"
+        "--max-wait-ms", type=float, default=5.0, help="longest a batch waits for requests still being received (a lone request never waits)"
     )
     parser.add_argument("--max-request-bytes", type=int, default=defaults.max_request_bytes)
     parser.add_argument("--max-items", type=int, default=defaults.max_items, help="inputs per request")

@@ -30,7 +30,12 @@ Endpoints
 
 ``GET /health``
     ``{"status": "ok", "model", "dim", "batching": {...}}``; ``batching`` counts the model calls and
-    their sizes. Not behind the API key, so load balancers can probe it.
+    their sizes, and the items waiting in the queue. Not behind the API key, so load balancers can
+    probe it.
+
+Batching: concurrent requests share model calls of up to ``--max-batch-size`` items; a forming
+batch waits at most ``--max-wait-ms`` for requests already being received, and a lone request
+does not wait at all (:mod:`~paravec.serve.batcher`).
 
 Errors are OpenAI-shaped, ``{"error": {"message", "type", "param", "code"}}``: 400 for invalid
 requests (including what FastAPI would answer 422), 401 for a missing or wrong key, 404 for an

@@ -90,7 +90,8 @@ def create_app(embedder: Embedder, config: ServeConfig = ServeConfig()) -> FastA
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
-        return {"status": "ok", "model": embedder.name, "dim": embedder.dim, "batching": batcher.stats.as_dict()}
+        batching = {**batcher.stats.as_dict(), "queued_items": batcher.queued_items}
+        return {"status": "ok", "model": embedder.name, "dim": embedder.dim, "batching": batching}
 
     @app.get("/v1/models", dependencies=[authorized])
     async def list_models() -> dict[str, Any]:
@@ -103,8 +104,10 @@ def create_app(embedder: Embedder, config: ServeConfig = ServeConfig()) -> FastA
 
     @app.post("/v1/embeddings", dependencies=[authorized])
     async def embeddings(request: Request) -> Response:
-        body = await read_body(request.stream(), request.headers.get("content-length"), config.limits.max_request_bytes)
-        embedding_request, items = await run_in_threadpool(_parse, body, embedder, config.limits)
+        with batcher.incoming():
+            max_bytes = config.limits.max_request_bytes
+            body = await read_body(request.stream(), request.headers.get("content-length"), max_bytes)
+            embedding_request, items = await run_in_threadpool(_parse, body, embedder, config.limits)
         try:
             vectors = await batcher.embed(items)
         except BatchFailed as error:

@@ -5,6 +5,10 @@ that arrive close together are queued and embedded together: a batch is sent to 
 holds ``max_batch_size`` items or when its first request has waited ``max_wait_s``. While the model
 runs, new requests keep queueing, so under load batches fill without any waiting.
 
+The wait is only spent on requests known to be on their way: the server announces each request
+while its body is read and parsed (:meth:`MicroBatcher.incoming`). With nothing on its way, a
+batch leaves at once, so a lone client pays no batching delay.
+
 The model runs in one dedicated worker thread: the event loop stays free to accept and parse
 requests, and the embedder, which is not assumed thread-safe, never sees two calls at once.
 A request larger than ``max_batch_size`` is split into chunks that may ride in different batches;
@@ -19,9 +23,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
+from contextlib import contextmanager
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Callable, Optional, Sequence
+from typing import Callable, Iterator, Optional, Sequence
 
 import numpy as np
 
@@ -88,6 +93,22 @@ class MicroBatcher:
         self._worker: Optional[asyncio.Task] = None
         self._held_over: Optional[_Chunk] = None
         self._running: list[_Chunk] = []  # the batch the model is working on
+        self._incoming = 0  # requests being received or parsed, soon to call embed()
+        self._queued_items = 0  # items waiting for a batch
+
+    @property
+    def queued_items(self) -> int:
+        """Items waiting for a batch: the depth of the queue, a measure of load."""
+        return self._queued_items
+
+    @contextmanager
+    def incoming(self) -> Iterator[None]:
+        """Mark a request as on its way to :meth:`embed`, so forming batches wait for it."""
+        self._incoming += 1
+        try:
+            yield
+        finally:
+            self._incoming -= 1
 
     async def embed(self, items: Sequence[Item]) -> np.ndarray:
         """Embed ``items`` (in order) as part of whatever batches form; raises :class:`BatchFailed`."""
@@ -99,6 +120,7 @@ class MicroBatcher:
         chunks = [_Chunk(list(items[i : i + step]), loop.create_future()) for i in range(0, len(items), step)]
         for chunk in chunks:
             queue.put_nowait(chunk)
+            self._queued_items += len(chunk.items)
         try:
             parts = await asyncio.gather(*(chunk.future for chunk in chunks))
         finally:
@@ -123,6 +145,7 @@ class MicroBatcher:
                 chunk.future.set_exception(BatchFailed("the server is shutting down"))
         self._queue = self._held_over = None
         self._running = []
+        self._queued_items = 0
         if self._executor is not None:
             self._executor.shutdown(wait=True)
             self._executor = None
@@ -144,18 +167,20 @@ class MicroBatcher:
                 await self._encode_and_answer(batch)
 
     async def _collect(self) -> list[_Chunk]:
-        """Wait for a first chunk, then add chunks until the batch is full or the wait is over."""
+        """Wait for a first chunk, then add chunks until the batch is full, or the wait is over, or
+        no request is on its way."""
         assert self._queue is not None
         loop = asyncio.get_running_loop()
         first = self._held_over or await self._queue.get()
         self._held_over = None
         batch = [first]
         size = len(first.items)
+        self._queued_items -= size
         deadline = loop.time() + self.max_wait_s
         while size < self.max_batch_size:
             if self._queue.empty():
                 remaining = deadline - loop.time()
-                if remaining <= 0:
+                if remaining <= 0 or not self._incoming:
                     break
                 try:
                     chunk = await asyncio.wait_for(self._queue.get(), remaining)
@@ -168,6 +193,7 @@ class MicroBatcher:
                 break
             batch.append(chunk)
             size += len(chunk.items)
+            self._queued_items -= len(chunk.items)
         return [chunk for chunk in batch if not chunk.future.done()]
 
     async def _encode_and_answer(self, batch: list[_Chunk]) -> None:

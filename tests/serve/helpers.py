@@ -24,16 +24,20 @@ from paravec.items import Item
 
 
 class StandInEmbedder:
-    """The embedder interface with vectors derived from a hash of each item; can fail on demand.
+    """The embedder interface with vectors derived from a hash of each item; fails or stalls on demand.
 
     ``fail_on``: a text that makes any batch containing it raise, to exercise failure isolation.
+    ``hold_on``: a text whose batch waits for ``release`` to be set, so a test can let requests
+    queue up behind a busy model.
     """
 
     name = "stand-in"
     dim = 8
 
-    def __init__(self, fail_on: Optional[str] = None) -> None:
+    def __init__(self, fail_on: Optional[str] = None, hold_on: Optional[str] = None) -> None:
         self.fail_on = fail_on
+        self.hold_on = hold_on
+        self.release = threading.Event()
         self.batch_sizes: list[int] = []
 
     def encode(
@@ -46,6 +50,8 @@ class StandInEmbedder:
         show_progress: bool = False,
     ) -> np.ndarray:
         self.batch_sizes.append(len(items))
+        if self.hold_on is not None and any(item.text == self.hold_on for item in items):
+            self.release.wait(timeout=60)
         if self.fail_on is not None and any(item.text == self.fail_on for item in items):
             raise RuntimeError("stand-in failure with secret internals /srv/model.bin")
         return np.stack([self.vector(item) for item in items])

@@ -6,6 +6,7 @@ import base64
 import io
 import json
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -192,17 +193,29 @@ def test_unknown_route_and_method_get_json_errors(stand_in_server):
     assert_error(client.get("/v1/embeddings"), 405, "http_405")
 
 
+def wait_until(condition, timeout_s: float = 30) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.01)
+
+
 def test_model_failure_is_500_for_the_affected_request_only():
-    embedder = StandInEmbedder(fail_on="please fail")
-    # Batches of exactly the 13 items below, and a long wait: all seven concurrent requests share
-    # the first model call, which fails.
-    app = create_app(embedder, ServeConfig(max_batch_size=13, max_wait_ms=1000))
+    embedder = StandInEmbedder(fail_on="please fail", hold_on="hold the model")
+    app = create_app(embedder, ServeConfig(max_batch_size=64, max_wait_ms=5))
     payloads = [{"input": [f"text {i}", f"more {i}"]} for i in range(6)]
     payloads.insert(3, {"input": ["please fail"]})
     with live_server(app) as url, httpx.Client(base_url=url, timeout=30) as client:
-        with ThreadPoolExecutor(len(payloads)) as pool:
-            responses = list(pool.map(lambda payload: embed(client, payload), payloads))
-        assert embedder.batch_sizes[0] == 13  # the poisoned request shared its batch with all others
+        with ThreadPoolExecutor(1 + len(payloads)) as pool:
+            # While the model is held on a first request, the seven others queue up together.
+            holder = pool.submit(embed, client, {"input": "hold the model"})
+            wait_until(lambda: embedder.batch_sizes == [1])
+            responses = [pool.submit(embed, client, payload) for payload in payloads]
+            wait_until(lambda: client.get("/health").json()["batching"]["queued_items"] == 13)
+            embedder.release.set()
+            assert holder.result().status_code == 200
+            responses = [future.result() for future in responses]
+        assert embedder.batch_sizes[:2] == [1, 13]  # the poisoned request shared its batch with all others
         failed = assert_error(responses[3], 500, "embedding_failed")
         assert failed["type"] == "server_error"
         assert "secret" not in responses[3].text and "/srv" not in responses[3].text
@@ -254,7 +267,7 @@ def test_concurrent_clients_each_get_their_own_embedding_and_requests_are_batche
     for key in keys:
         np.testing.assert_allclose(answers[key], expected[key], atol=1e-5, err_msg=str(key))
     assert batching["items"] == CLIENTS * REQUESTS_PER_CLIENT
-    assert batching["batches"] < CLIENTS * REQUESTS_PER_CLIENT / 2  # requests shared model calls
+    assert batching["batches"] < CLIENTS * REQUESTS_PER_CLIENT / 2, batching  # requests shared model calls
     assert batching["largest_batch"] > 1
 
 

@@ -126,20 +126,57 @@ def test_model_runs_in_one_worker_thread_one_call_at_a_time_and_the_loop_stays_f
     assert len(encoder.threads) == 1 and threading.get_ident() not in encoder.threads
 
 
-def test_a_full_batch_does_not_wait_for_the_timeout():
+def test_a_lone_request_does_not_wait_for_company():
     encoder = RecordingEncoder()
-    batcher = MicroBatcher(encoder, max_batch_size=5, max_wait_s=30.0)
+    batcher = MicroBatcher(encoder, max_batch_size=8, max_wait_s=30.0)
 
     async def scenario():
         try:
-            return await asyncio.wait_for(
-                asyncio.gather(*(batcher.embed(texts(f"r{r}", 1)) for r in range(5))), timeout=5
-            )
+            return await asyncio.wait_for(batcher.embed(texts("alone", 1)), timeout=5)
         finally:
             await batcher.close()
 
     run(scenario)
-    assert encoder.batch_sizes == [5]
+    assert encoder.batch_sizes == [1]
+
+
+def test_a_batch_waits_for_an_announced_request():
+    encoder = RecordingEncoder()
+    batcher = MicroBatcher(encoder, max_batch_size=8, max_wait_s=30.0)
+
+    async def scenario():
+        try:
+            with batcher.incoming():  # a second request is being received...
+                first = asyncio.ensure_future(batcher.embed(texts("first", 1)))
+                await asyncio.sleep(0.2)
+                assert not first.done()  # ...so the first one waits for it
+            second = await batcher.embed(texts("second", 2))
+            return await first, second
+        finally:
+            await batcher.close()
+
+    first, second = run(scenario)
+    np.testing.assert_array_equal(second, expected(texts("second", 2)))
+    assert encoder.batch_sizes == [3]
+
+
+def test_a_batch_leaves_when_full_or_when_the_wait_is_over():
+    encoder = RecordingEncoder()
+
+    async def scenario(max_wait_s: float, count: int) -> float:
+        batcher = MicroBatcher(encoder, max_batch_size=4, max_wait_s=max_wait_s)
+        try:
+            with batcher.incoming():  # announced, never arrives
+                start = time.perf_counter()
+                await asyncio.gather(*(batcher.embed(texts(f"r{r}", 1)) for r in range(count)))
+                return time.perf_counter() - start
+        finally:
+            await batcher.close()
+
+    assert run(lambda: scenario(30.0, count=4)) < 5  # full: no wait
+    assert encoder.batch_sizes == [4]
+    assert 0.25 <= run(lambda: scenario(0.25, count=2)) < 5  # not full: waits max_wait_s
+    assert encoder.batch_sizes == [4, 2]
 
 
 def test_a_failing_input_fails_only_its_own_request_and_the_batcher_keeps_going():
