@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from paravec.backbones import BackboneOptions, is_preset, load_backbone
+from paravec.backbones import PRESETS, BackboneOptions, is_preset, load_backbone
 from paravec.backbones.lora import load_lora, save_lora
 from paravec.items import Item
 from paravec.pdf.model import PDFConfig, PDFEmbeddingModel
@@ -220,7 +220,9 @@ def load(
 def _resolve_spec(source: str) -> tuple[EmbedderSpec, Path | None]:
     if is_preset(source):
         return EmbedderSpec(backbone=source, pdf=PDFConfig().to_dict(), method="pdf"), None
-    path = Path(source)
+    path = Path(source).expanduser()
+    if not path.exists() and (path.is_absolute() or source.startswith((".", "~"))):
+        raise ValueError(f"{source}: no such model folder (and not a preset: {', '.join(sorted(PRESETS))})")
     if (path / SPEC_FILE).is_file():
         return EmbedderSpec.from_file(path / SPEC_FILE), path
     if path.exists() and not (path / "config.json").is_file():

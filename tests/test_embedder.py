@@ -66,6 +66,8 @@ def test_plain_hugging_face_folder_loads_as_a_baseline(tmp_path):
 
 
 def test_bad_folders_are_named(tmp_path):
+    with pytest.raises(ValueError, match="no such model folder"):
+        paravec.load(tmp_path / "missing")
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="neither a paravec model folder"):
         paravec.load(tmp_path / "empty")
