@@ -723,14 +723,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
+    timing = "" if args.memory_only else f"; medians of {args.repeats} interleaved rounds after {args.warmup} warm-up"
     print(f"paravec performance, model {args.model}, CPU, torch threads {torch.get_num_threads()}, "
-          f"{os.cpu_count()} cores; medians of {args.repeats} interleaved rounds after {args.warmup} warm-up")
+          f"{os.cpu_count()} cores{timing}")
     print(f"load average (1/5/15 min) at start {load_start[0]:.2f} {load_start[1]:.2f} {load_start[2]:.2f}, "
           f"at end {load_end[0]:.2f} {load_end[1]:.2f} {load_end[2]:.2f} -- {MACHINE_NOTE}")
     print(format_table(measurements))
     print(format_details(measurements))
-    print("FLOPs ratio: paravec.flops architecture on the timed batches (padded rows, attention products included, "
-          "no LM head); training = 3x forward (4x with GradCache) + loss; throughput rows: baseline / variant FLOPs.")
+    if not args.memory_only:
+        print("FLOPs ratio: paravec.flops architecture on the timed batches (padded rows, attention products included, "
+              "no LM head); training = 3x forward (4x with GradCache) + loss; throughput rows: baseline / variant FLOPs.")
     return 0
 
 
