@@ -166,3 +166,33 @@ def test_long_texts_are_truncated_before_the_prompt_is_built():
     assert image_tokens > 0 and int(lengths[1]) <= 5 + image_tokens + 4  # the image survives, the text is cut
     unlimited = PDFEmbeddingModel(load_backbone("tiny-qwen2-vl"), PDFConfig(num_paths=2, prefix_len=2))
     assert int(unlimited.prepare([Item(text=long_text)])["attention_mask"].sum()) > 40
+
+
+def test_precomputed_inputs_give_the_same_paths_and_gradients_when_inputs_are_frozen():
+    from paravec.backbones.lora import LoraSettings, apply_lora
+
+    adapter = load_backbone("tiny-qwen2-vl")
+    apply_lora(adapter, LoraSettings(r=4, alpha=8, dropout=0.0))  # freezes vision and embeddings
+    model = PDFEmbeddingModel(adapter, PDFConfig(num_paths=2, prefix_len=3)).train()
+    batch = model.prepare(_items())
+    assert model.encoder.inputs_are_frozen
+    calls = []
+    handle = adapter.vision_modules[0].register_forward_hook(lambda *args: calls.append(1))
+    try:
+        cached = model.encoder.with_precomputed_inputs(batch)
+        assert len(calls) == 1
+        plain = model.encoder(batch)
+        plain.pow(2).sum().backward()
+        reference = model.prefix.keys.grad.clone()
+        model.zero_grad()
+        calls.clear()
+        again = model.encoder(cached)
+        again.pow(2).sum().backward()
+    finally:
+        handle.remove()
+    assert calls == []  # the re-run does not touch the vision tower
+    assert torch.allclose(plain, again, atol=1e-6)
+    assert torch.allclose(model.prefix.keys.grad, reference, atol=1e-6)
+    trainable_inputs = PDFEmbeddingModel(load_backbone("tiny-qwen2-vl"), PDFConfig(num_paths=2, prefix_len=3))
+    assert not trainable_inputs.encoder.inputs_are_frozen
+    assert trainable_inputs.encoder.with_precomputed_inputs(batch) is batch
