@@ -15,6 +15,12 @@ VLM2Vec and so by the paper) splits the work instead:
 The encoder's accumulated gradient then equals that of one full-batch step. Under DDP the
 re-runs of all chunks but the last run inside ``no_sync`` so gradients are all-reduced once per
 step. Peak activation memory is that of one chunk.
+
+The batch is a list of *groups* embedded by the same encoder: queries and targets, plus any
+other inputs the loss scores (UniME stage 2 adds the dataset's hard negatives as a third group).
+A group may be empty on some process (no hard negatives in its slice): the loss then receives a
+``[0, ...]`` tensor. Processes may run different numbers of chunks: DDP synchronises buffers on
+the first forward of a step and gradients on the last re-run, once each whatever the count.
 """
 
 from __future__ import annotations
@@ -28,8 +34,10 @@ from torch import nn
 
 from paravec.losses import LossOutput
 
-#: (query embeddings, target embeddings) of the whole local batch -> the loss and its terms.
-LossFn = Callable[[torch.Tensor, torch.Tensor], LossOutput]
+#: One embedding tensor per group (queries, targets, ...) of the whole local batch -> the loss.
+LossFn = Callable[..., LossOutput]
+#: Sees the detached embeddings of every group before the loss is formed.
+BeforeLoss = Callable[..., None]
 
 
 @dataclass
@@ -58,9 +66,16 @@ class RandomState:
 @dataclass
 class StepResult:
     loss: LossOutput
-    queries: torch.Tensor  # detached embeddings of the whole local batch
-    targets: torch.Tensor
+    embeddings: list[torch.Tensor]  # detached embeddings of each group of the whole local batch
     finite: bool
+
+    @property
+    def queries(self) -> torch.Tensor:
+        return self.embeddings[0]
+
+    @property
+    def targets(self) -> torch.Tensor:
+        return self.embeddings[1]
 
 
 class GradCache:
@@ -89,43 +104,56 @@ class GradCache:
         query_chunks: Sequence[Any],
         target_chunks: Sequence[Any],
         loss_fn: LossFn,
-        before_loss: Callable[[torch.Tensor, torch.Tensor], None] | None = None,
+        before_loss: BeforeLoss | None = None,
+    ) -> StepResult:
+        """:meth:`step_groups` with the two usual groups: ``loss_fn(queries, targets)``."""
+        return self.step_groups([query_chunks, target_chunks], loss_fn, before_loss)
+
+    def step_groups(
+        self, groups: Sequence[Sequence[Any]], loss_fn: LossFn, before_loss: BeforeLoss | None = None
     ) -> StepResult:
         """Accumulate the full-batch gradient into the encoder (and the loss's own modules).
 
-        ``before_loss`` sees the detached embeddings of the no-grad pass before the loss is
-        formed: the MIM estimator's stage 1 trains there, with no extra forward. When the loss
-        is not finite nothing is back-propagated and ``finite`` is False.
+        ``groups[g]`` holds the chunks of group ``g``; ``loss_fn`` receives one tensor per group,
+        the embeddings of all its chunks in order. ``before_loss`` sees the same tensors,
+        detached, before the loss is formed: the MIM estimator's stage 1 trains there, with no
+        extra forward. When the loss is not finite nothing is back-propagated and ``finite`` is
+        False. The first group must not be empty (it gives the shape of an empty group).
         """
-        chunks = [("query", c) for c in query_chunks] + [("target", c) for c in target_chunks]
+        chunks = [(g, chunk) for g, group in enumerate(groups) for chunk in group]
+        if not chunks or not groups[0]:
+            raise ValueError("GradCache needs at least one chunk in the first group")
         states, cached = [], []
         for _, chunk in chunks:
             states.append(RandomState.capture())
             with torch.no_grad():
                 cached.append(self.encoder(chunk))
-        queries = torch.cat(cached[: len(query_chunks)])
-        targets = torch.cat(cached[len(query_chunks) :])
+        embeddings = []
+        for g in range(len(groups)):
+            parts = [c for (group, _), c in zip(chunks, cached) if group == g]
+            embeddings.append(torch.cat(parts) if parts else cached[0].new_zeros((0, *cached[0].shape[1:])))
         if before_loss is not None:
-            before_loss(queries, targets)
+            before_loss(*embeddings)
 
-        query_leaf = queries.detach().requires_grad_(True)
-        target_leaf = targets.detach().requires_grad_(True)
-        loss = loss_fn(query_leaf, target_leaf)
+        leaves = [e.detach().requires_grad_(True) for e in embeddings]
+        loss = loss_fn(*leaves)
         finite = bool(torch.isfinite(loss.total.detach()))
         if not finite:
-            return StepResult(loss, queries, targets, finite=False)
+            return StepResult(loss, embeddings, finite=False)
         self.backward(loss.total)
 
-        gradients = list(query_leaf.grad.split([len(c) for c in cached[: len(query_chunks)]])) + list(
-            target_leaf.grad.split([len(c) for c in cached[len(query_chunks) :]])
-        )
+        gradients = []
+        for g, leaf in enumerate(leaves):
+            sizes = [len(c) for (group, _), c in zip(chunks, cached) if group == g]
+            grad = leaf.grad if leaf.grad is not None else torch.zeros_like(leaf)  # a group the loss ignored
+            gradients.extend(grad.split(sizes))
         last = len(chunks) - 1
         for index, ((_, chunk), state, gradient) in enumerate(zip(chunks, states, gradients)):
             sync = contextlib.nullcontext() if index == last else self.no_sync()
             with sync, state.restored():
-                embeddings = self.encoder(chunk)
-                embeddings.backward(gradient=gradient.to(embeddings.dtype))
-        return StepResult(loss, queries, targets, finite=True)
+                chunk_embeddings = self.encoder(chunk)
+                chunk_embeddings.backward(gradient=gradient.to(chunk_embeddings.dtype))
+        return StepResult(loss, embeddings, finite=True)
 
 
 def plain_step(
@@ -133,7 +161,7 @@ def plain_step(
     query_batch: Any,
     target_batch: Any,
     loss_fn: LossFn,
-    before_loss: Callable[[torch.Tensor, torch.Tensor], None] | None = None,
+    before_loss: BeforeLoss | None = None,
     backward: Callable[[torch.Tensor], None] = torch.Tensor.backward,
 ) -> StepResult:
     """The same step without caching: one forward with a graph over the whole local batch."""
@@ -145,4 +173,4 @@ def plain_step(
     finite = bool(torch.isfinite(loss.total.detach()))
     if finite:
         backward(loss.total)
-    return StepResult(loss, queries.detach(), targets.detach(), finite)
+    return StepResult(loss, [queries.detach(), targets.detach()], finite)

@@ -24,6 +24,12 @@ MIMTerm = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 """``(query_paths [B,N,d], target_paths [B,N,d]) -> scalar``: the MIM bound, e.g.
 :meth:`paravec.pdf.mim.MutualInformationMinimizer.bound`."""
 
+ContrastiveTerm = Callable[[torch.Tensor, torch.Tensor, Optional[int]], torch.Tensor]
+"""``(queries [B,d], targets [B,d], path index or None for the aggregate) -> scalar``: the
+contrastive loss of one embedding view. The default is :func:`info_nce`; UniME's hard-negative
+InfoNCE (:mod:`paravec.unime.hard_negatives`) replaces it, and uses the view to pick the
+matching embeddings of the dataset's negatives."""
+
 
 def contrastive_logits(
     queries: torch.Tensor, targets: torch.Tensor, temperature: float = 0.02, gather: bool = True
@@ -124,7 +130,9 @@ class PDFObjective(nn.Module):
 
     The MIM term is a callable (stage 2 of the two-stage game: the bound under a frozen
     estimator); stage 1, the estimator update, is the training loop's job, see
-    :class:`paravec.pdf.mim.MutualInformationMinimizer`.
+    :class:`paravec.pdf.mim.MutualInformationMinimizer`. ``contrastive`` replaces the InfoNCE
+    of every view (aggregate and paths) at once, e.g. by InfoNCE over one shared selection of
+    hard negatives.
     """
 
     def __init__(self, config: PDFLossConfig | None = None) -> None:
@@ -138,16 +146,18 @@ class PDFObjective(nn.Module):
         target_paths: torch.Tensor,
         target_aggregate: Optional[torch.Tensor],
         mim: Optional[MIMTerm] = None,
+        contrastive: Optional[ContrastiveTerm] = None,
     ) -> LossOutput:
         cfg = self.config
         self._check_inputs(query_paths, query_aggregate, target_paths, target_aggregate, mim)
+        term = contrastive or (lambda q, t, view: info_nce(q, t, cfg.temperature, cfg.gather))
         num_paths = query_paths.shape[1]
         has_aggregate = query_aggregate is not None
         terms: dict[str, torch.Tensor] = {}
         total = query_paths.new_zeros((), dtype=torch.float32)
 
         if has_aggregate:
-            aggregate_loss = info_nce(query_aggregate, target_aggregate, cfg.temperature, cfg.gather)
+            aggregate_loss = term(query_aggregate, target_aggregate, None)
             terms["loss/aggregate"] = aggregate_loss.detach()
             total = total + aggregate_loss
 
@@ -155,10 +165,7 @@ class PDFObjective(nn.Module):
         # With the per-path term switched off the path losses are still worth plotting; they are
         # then computed without a graph.
         with torch.set_grad_enabled(torch.is_grad_enabled() and path_weight > 0):
-            path_losses = [
-                info_nce(query_paths[:, i], target_paths[:, i], cfg.temperature, cfg.gather)
-                for i in range(num_paths)
-            ]
+            path_losses = [term(query_paths[:, i], target_paths[:, i], i) for i in range(num_paths)]
         paths_mean = torch.stack(path_losses).mean()
         for i, loss in enumerate(path_losses):
             terms[f"loss/path_{i}"] = loss.detach()

@@ -123,3 +123,42 @@ def test_non_finite_loss_back_propagates_nothing():
     result = GradCache(model.encoder).step([model.prepare(queries)], [model.prepare(targets)], broken)
     assert not result.finite
     assert all(p.grad is None for p in _trainable(model).values())
+
+
+def test_gradcache_with_a_negatives_group_equals_a_full_batch_step():
+    """A third group (dataset hard negatives, UniME stage 2) is chunked, cached and re-run too."""
+    from paravec.train.config import config_from_dict
+    from paravec.train.setup import contrastive_loss_fn
+
+    model, _, _ = _setup()
+    cfg = config_from_dict({
+        "output_dir": "unused", "model": {"backbone": "tiny-qwen2-vl"}, "method": {"name": "pdf", "prefix_len": 3},
+        "loss": {"lambda_mim": 0.0, "hard_negatives": {"enabled": True, "top_k": 2}},
+        "data": {"train_dir": "unused", "image_root": "unused"}, "train": {"max_steps": 1, "batch_size": 6},
+        "optim": {"warmup_steps": 0},
+    })
+    hard_loss = contrastive_loss_fn(model, None, cfg, gather=False)
+    owners = torch.tensor([0, 3, 4])
+
+    def loss_fn(q, t, n):
+        return hard_loss(q, t, n, owners)
+
+    queries, targets = _pairs(6)
+    negatives = [Item(text="a wrong caption"), Item(image=Image.new("RGB", (30, 30), COLOURS[1])),
+                 Item(text="another wrong caption for item 4")]
+    groups = [[model.prepare(items[i : i + 2]) for i in range(0, len(items), 2)] for items in (queries, targets, negatives)]
+
+    torch.manual_seed(0)
+    reference_loss = loss_fn(*[torch.cat([model.encoder(chunk) for chunk in group]) for group in groups])
+    reference_loss.total.backward()
+    reference = _grads(model)
+    model.zero_grad(set_to_none=True)
+
+    torch.manual_seed(0)
+    result = GradCache(model.encoder).step_groups(groups, loss_fn)
+    assert [len(e) for e in result.embeddings] == [6, 6, 3]
+    torch.testing.assert_close(result.loss.total, reference_loss.total.detach(), rtol=1e-6, atol=0)
+    cached = _grads(model)
+    assert any("aggregator" in n for n in reference)
+    for name, ref in reference.items():
+        assert ((ref - cached[name]).abs().max() / ref.abs().max().clamp(min=1e-12)) < 1e-5, name

@@ -22,6 +22,8 @@ class Idefics3Adapter(BackboneAdapter):
     model_types = ("idefics3",)
     model_class = Idefics3ForConditionalGeneration
     image_input_keys = ("pixel_values", "pixel_attention_mask")
+    #: SmolVLM's template (Idefics3-8B has no ``<|im_start|>``; the rest is the same).
+    chat_format = "<|im_start|>User: {prompt}<end_of_utterance>\nAssistant:"
 
     def __init__(self, model, processor) -> None:
         super().__init__(model, processor)

@@ -27,6 +27,8 @@ class LlavaNextAdapter(BackboneAdapter):
     model_types = ("llava_next",)
     model_class = LlavaNextForConditionalGeneration
     image_input_keys = ("pixel_values", "image_sizes")
+    #: LLaVA-1.6-Mistral, the checkpoint VLM2Vec and UniME train (the Vicuna variants use USER/ASSISTANT).
+    chat_format = "[INST] {prompt} [/INST]"
 
     def __init__(self, model, processor) -> None:
         super().__init__(model, processor)

@@ -56,6 +56,7 @@ class Qwen2VLAdapter(BackboneAdapter):
     model_class = Qwen2VLForConditionalGeneration
     processor_class: Any = Qwen2VLImageOnlyProcessor
     image_input_keys = ("pixel_values", "image_grid_thw")
+    chat_format = "<|im_start|>user\n{prompt}<|im_end|>\n<|im_start|>assistant\n"
 
     @classmethod
     def load_processor(cls, path: str) -> Any:

@@ -787,6 +787,8 @@ def _method_contradictions(cfg: RunConfig) -> list[tuple[str, str]]:
         found.append(("loss.distill.teacher_dir", f"only used by unime-stage1, but method.name is {method.name!r}"))
     if method.name == "unime-stage2" and not loss.hard_negatives.enabled:
         found.append(("loss.hard_negatives.enabled", "unime-stage2 is hard-negative tuning; it cannot be false"))
+    if method.name == "unime-stage1" and loss.hard_negatives.enabled:
+        found.append(("loss.hard_negatives.enabled", "unime-stage1 distils text pairs, it has no negatives; use false"))
     negatives, batch = loss.hard_negatives, cfg.train.batch_size
     if negatives.enabled and negatives.top_k > batch - 1:
         found.append(("loss.hard_negatives.top_k", f"got {negatives.top_k}, but a batch of {batch} has only "

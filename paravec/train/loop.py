@@ -12,6 +12,10 @@ Per step (global batch ``train.batch_size``, each process its slice):
    the wrapped encoder) are averaged by hand;
 5. gradients are clipped, AdamW steps, the schedule advances.
 
+UniME stage 2 (and PDF with ``loss.hard_negatives``) adds a third group to the step, the rows'
+dataset negatives, embedded, cached and re-run like the others. UniME stage 1 embeds the text
+pairs with the summary prompt instead, and its loss compares them with stored teacher embeddings.
+
 A non-finite loss skips steps 3-5 (the weights are not touched) and is counted; after
 ``train.max_nonfinite_steps`` in a row the run stops, its last checkpoint intact. Checkpoints
 hold the trainable weights, both optimisers, the schedule, every process's random state and
@@ -23,8 +27,9 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence, Union
 
 import torch
 from accelerate import Accelerator
@@ -32,7 +37,8 @@ from accelerate.utils import set_seed
 from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader
 
-from paravec.data.mmeb_train import MMEBTrainDataset, MMEBTrainSource, SkipTally, TrainBatch, collate_train_pairs
+from paravec.backbones.base import Batch
+from paravec.data.mmeb_train import SkipTally, TrainBatch
 from paravec.data.sampler import GlobalBatchSampler
 from paravec.distributed import all_reduce_gradients, broadcast_parameters
 from paravec.embedder import Embedder, write_embedder_files
@@ -54,11 +60,17 @@ from paravec.train.setup import (
     build_parts,
     build_scheduler,
     contrastive_loss_fn,
+    distill_loss_fn,
+    distills,
     parameter_groups,
     trainable_parameters,
+    training_data,
 )
+from paravec.unime.distill import DistillBatch, prepare_student_batch
 
 logger = logging.getLogger(__name__)
+
+AnyBatch = Union[TrainBatch, DistillBatch]
 
 TRAINABLE_FILE = "trainable.safetensors"
 STATE_FILE = "state.pt"
@@ -104,11 +116,11 @@ class Trainer:
         self.optimizer = self.accelerator.prepare(optimizer)
         # Not prepared: accelerate would step a prepared schedule once per process per step.
         self.scheduler = build_scheduler(optimizer, cfg)
-        self.loss_fn: Callable[[torch.Tensor, torch.Tensor], LossOutput] = contrastive_loss_fn(model, self.mim, cfg)
-        self.dataset = MMEBTrainDataset(
-            MMEBTrainSource(cfg.data.train_dir, cfg.data.image_root, cfg.data.subsets, cfg.data.split, cfg.data.max_per_subset),
-            on_bad_sample=cfg.data.on_bad_sample,
+        self.distills = distills(cfg)
+        self.loss_fn: Callable[..., LossOutput] = (
+            distill_loss_fn(cfg) if self.distills else contrastive_loss_fn(model, self.mim, cfg)
         )
+        self.dataset, self.collate_fn = training_data(cfg)
         self.sampler = GlobalBatchSampler(
             self.dataset.subset_sizes, cfg.train.batch_size, mode=cfg.data.batching, seed=cfg.seed,
             rank=self.accelerator.process_index, world_size=self.accelerator.num_processes,
@@ -139,7 +151,7 @@ class Trainer:
         ) as monitor:
             consumed = 0
             while self.progress.step < cfg.train.max_steps:
-                batch: TrainBatch = next(batches)
+                batch: AnyBatch = next(batches)
                 consumed += 1
                 self.progress.skipped.add(batch.skipped)
                 scalars = self.train_step(batch)
@@ -155,13 +167,13 @@ class Trainer:
         self.accelerator.wait_for_everyone()
         return final
 
-    def train_step(self, batch: TrainBatch) -> dict[str, float]:
+    def train_step(self, batch: AnyBatch) -> dict[str, float]:
         """One optimisation step on this process's slice of the global batch."""
         model, cfg = self.model, self.cfg
         self.encoder.train()
         scalars: dict[str, float] = {}
 
-        def before_loss(queries: torch.Tensor, targets: torch.Tensor) -> None:
+        def before_loss(queries: torch.Tensor, targets: torch.Tensor, *_: torch.Tensor) -> None:
             if model.config.paths > 1:
                 scalars[names.PATH_SIMILARITY] = path_cosine_similarity(queries)
             if self.mim is not None and bool(torch.isfinite(queries).all() and torch.isfinite(targets).all()):
@@ -218,17 +230,42 @@ class Trainer:
         return scores
 
     # --------------------------------------------------------------- the step
-    def _forward_backward(self, batch: TrainBatch, before_loss) -> StepResult:
-        model, chunk = self.model, self.cfg.train.chunk_size
+    def _forward_backward(self, batch: AnyBatch, before_loss) -> StepResult:
+        model, device = self.model, self.accelerator.device
+        if isinstance(batch, DistillBatch):
+            loss_fn = partial(self.loss_fn, teacher_queries=batch.teacher_queries.to(device),
+                              teacher_positives=batch.teacher_positives.to(device))
+            return self._run_groups([batch.queries, batch.positives], partial(prepare_student_batch, model), loss_fn,
+                                    before_loss)
+        owners = [i for i, negative in enumerate(batch.negatives) if negative is not None]
+        if self.cfg.loss.hard_negatives.enabled and owners:
+            negatives = [batch.negatives[i] for i in owners]
+            loss_fn = partial(self.loss_fn, negative_owners=torch.tensor(owners, device=device))
+            return self._run_groups([batch.queries, batch.positives, negatives], model.prepare, loss_fn, before_loss)
+        return self._run_groups([batch.queries, batch.positives], model.prepare, self.loss_fn, before_loss)
+
+    def _run_groups(
+        self, groups: list[Sequence], prepare: Callable[[Sequence], Batch], loss_fn: Callable[..., LossOutput], before_loss
+    ) -> StepResult:
+        """Embed the groups (queries, targets[, dataset negatives]) and back-propagate the loss."""
+        chunk = self.cfg.train.chunk_size
         if chunk is None:
+            # One forward for the queries and one for all other groups together: under DDP every
+            # forward with a graph broadcasts buffers, so the number of forwards must not depend
+            # on whether this process's slice has dataset negatives.
+            sizes = [len(group) for group in groups[1:]]
+
+            def split(queries: torch.Tensor, rest: torch.Tensor) -> list[torch.Tensor]:
+                return [queries, *rest.split(sizes)]
+
             return plain_step(
-                self.encoder, model.prepare(batch.queries), model.prepare(batch.positives), self.loss_fn,
-                before_loss, backward=self.accelerator.backward,
+                self.encoder, prepare(groups[0]), prepare([item for group in groups[1:] for item in group]),
+                lambda q, rest: loss_fn(*split(q, rest)), lambda q, rest: before_loss(*split(q, rest)),
+                backward=self.accelerator.backward,
             )
-        query_chunks = [model.prepare(batch.queries[i : i + chunk]) for i in range(0, len(batch), chunk)]
-        target_chunks = [model.prepare(batch.positives[i : i + chunk]) for i in range(0, len(batch), chunk)]
+        chunked = [[prepare(group[i : i + chunk]) for i in range(0, len(group), chunk)] for group in groups]
         cache = GradCache(self.encoder, no_sync=lambda: self.accelerator.no_sync(self.encoder), backward=self.accelerator.backward)
-        return cache.step(query_chunks, target_chunks, self.loss_fn, before_loss)
+        return cache.step_groups(chunked, loss_fn, before_loss)
 
     def _mean_over_processes(self, scalars: dict[str, float]) -> dict[str, float]:
         """Average per-process values so the log shows the global batch's loss, not rank 0's."""
@@ -243,21 +280,22 @@ class Trainer:
     def _loss_scalars(loss: LossOutput) -> dict[str, float]:
         terms = {key: float(value) for key, value in loss.terms.items()}
         scalars = {names.TOTAL_LOSS: float(loss.total.detach())}
-        scalars[names.RETRIEVAL_LOSS] = terms.get("loss/aggregate", terms.get("loss/paths_mean", scalars[names.TOTAL_LOSS]))
+        if names.DISTILL_LOSS not in terms:  # distillation has no retrieval loss
+            scalars[names.RETRIEVAL_LOSS] = terms.get("loss/aggregate", terms.get("loss/paths_mean", scalars[names.TOTAL_LOSS]))
         if "loss/paths_mean" in terms:
             scalars[names.PATH_LOSS] = terms["loss/paths_mean"]
         if "loss/mim" in terms:
             scalars[names.MIM_LOSS] = terms["loss/mim"]
             scalars[names.MI_BOUND] = terms["loss/mim"]
-        for key, value in terms.items():
-            if key.startswith("loss/") and key not in scalars and key != "loss/total":
+        for key, value in terms.items():  # per-path losses, the distillation loss, hard-negative counts
+            if key not in scalars and key != "loss/total":
                 scalars[key] = value
         return scalars
 
     # ------------------------------------------------------------------ data
     def _loader(self) -> DataLoader:
         return DataLoader(
-            self.dataset, batch_sampler=self.sampler, collate_fn=collate_train_pairs,
+            self.dataset, batch_sampler=self.sampler, collate_fn=self.collate_fn,
             num_workers=self.cfg.data.num_workers, persistent_workers=False,
         )
 
@@ -347,9 +385,14 @@ class Trainer:
         spec = self.parts.spec
         spec.info = {**spec.info, "step": self.progress.step}
 
+        # Stage 1 of UniME is the starting point of stage 2: its LoRA is merged into a full backbone.
+        merge = self.distills and spec.lora is not None
+
         def write(folder: Path) -> None:
             if accelerator.is_main_process:
-                write_embedder_files(self.model, spec, folder, with_backbone=self.cfg.model.train_all_weights)
+                write_embedder_files(
+                    self.model, spec, folder, with_backbone=self.cfg.model.train_all_weights or merge, merge_lora=merge
+                )
                 (folder / "run_summary.json").write_text(json.dumps(summary, indent=2, default=str))
 
         atomic_write_dir(layout.final, write, is_main_process=accelerator.is_main_process, barrier=accelerator.wait_for_everyone)

@@ -21,6 +21,9 @@ The names the training loop reports (constants below):
     loss/paths                  mean per-path InfoNCE (PDF, before lambda_con)
     loss/mim                    the MIM bound term (before lambda_mim)
     loss/distill                UniME stage 1 KL divergence
+    negatives/false_negatives   UniME hard negatives: in-batch candidates filtered out per query
+    negatives/hard              hard negatives kept per query (at most loss.hard_negatives.top_k)
+    negatives/dataset           dataset (MMEB neg_*) negatives per query
     mim/estimator_loglik        the CLUB estimator's log-likelihood on positive pairs
     mim/bound                   the vCLUB estimate of the mutual information between paths
     paths/cosine_similarity     mean cosine similarity between paths of the same input
@@ -61,6 +64,9 @@ RETRIEVAL_LOSS = "loss/infonce"
 PATH_LOSS = "loss/paths"
 MIM_LOSS = "loss/mim"
 DISTILL_LOSS = "loss/distill"
+FALSE_NEGATIVES = "negatives/false_negatives"
+HARD_NEGATIVES = "negatives/hard"
+DATASET_NEGATIVES = "negatives/dataset"
 ESTIMATOR_LOGLIK = "mim/estimator_loglik"
 MI_BOUND = "mim/bound"
 PATH_SIMILARITY = "paths/cosine_similarity"

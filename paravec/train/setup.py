@@ -9,6 +9,12 @@ Which weights train:
 * the vision tower stays frozen unless ``model.freeze_vision`` is false;
 * the method's own modules (prefix bank, aggregator) always train, at ``optim.new_modules_lr``
   when set. The CLUB estimator has its own Adam optimiser (``loss.mim.lr``).
+
+What a step optimises (:func:`contrastive_loss_fn`, :func:`distill_loss_fn`) and reads
+(:func:`training_data`) depends on the method: image-text pairs and the PDF objective
+(baseline, PDF, UniME stage 2 -- with ``loss.hard_negatives`` the InfoNCE terms become UniME's
+hard-negative InfoNCE, :mod:`paravec.unime.hard_negatives`), or text pairs with stored teacher
+embeddings and the distillation loss (UniME stage 1, :mod:`paravec.unime.distill`).
 """
 
 from __future__ import annotations
@@ -18,15 +24,20 @@ from typing import Callable
 
 import torch
 from torch import nn
+from torch.utils.data import Dataset
 from transformers import get_scheduler
 
 from paravec.backbones import BackboneOptions, load_backbone
 from paravec.backbones.lora import LoraSettings, apply_lora
+from paravec.data.mmeb_train import MMEBTrainDataset, MMEBTrainSource, collate_train_pairs
 from paravec.embedder import EmbedderSpec
 from paravec.losses import LossOutput, PDFLossConfig, PDFObjective
 from paravec.pdf.mim import MIMConfig, MutualInformationMinimizer
 from paravec.pdf.model import PDFConfig, PDFEmbeddingModel
+from paravec.train import monitor as names
 from paravec.train.config import RunConfig
+from paravec.unime.distill import DistillDataset, collate_distill_pairs, similarity_distillation_loss
+from paravec.unime.hard_negatives import HardNegativeSampler, HardNegativeSettings
 
 _SIDES = {"both": ("query", "target"), "query": ("query",), "target": ("target",)}
 
@@ -129,12 +140,29 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: RunConfig):
     return get_scheduler(name, optimizer, num_warmup_steps=cfg.optim.warmup_steps, num_training_steps=cfg.train.max_steps)
 
 
+def distills(cfg: RunConfig) -> bool:
+    """True for UniME stage 1: text pairs, teacher embeddings, the distillation loss."""
+    return cfg.method.name == "unime-stage1"
+
+
+def training_data(cfg: RunConfig) -> tuple[Dataset, Callable]:
+    """The training set and its DataLoader ``collate_fn`` (both index pairs the same way)."""
+    data = cfg.data
+    source = MMEBTrainSource(data.train_dir, data.image_root, data.subsets, data.split, data.max_per_subset)
+    if distills(cfg):
+        return DistillDataset(source, cfg.loss.distill.teacher_dir), collate_distill_pairs
+    return MMEBTrainDataset(source, on_bad_sample=data.on_bad_sample), collate_train_pairs
+
+
 def contrastive_loss_fn(
     model: PDFEmbeddingModel, mim: MutualInformationMinimizer | None, cfg: RunConfig, gather: bool = True
-) -> Callable[[torch.Tensor, torch.Tensor], LossOutput]:
-    """(query paths, target paths) -> the PDF objective (the baseline's is one InfoNCE).
+) -> Callable[..., LossOutput]:
+    """(query paths, target paths[, dataset negatives' paths, their owners]) -> the PDF objective.
 
-    The aggregator runs here, on the whole batch of path embeddings, outside the encoder.
+    The baseline's objective is one InfoNCE. The aggregator runs here, on the whole batch of
+    path embeddings, outside the encoder. With ``loss.hard_negatives.enabled`` every InfoNCE term
+    (aggregate and paths) is UniME's hard-negative InfoNCE over one selection per step; the
+    dataset's negatives (``[M, N, d]``) and the local query each belongs to (``[M]``) are optional.
     """
     objective = PDFObjective(
         PDFLossConfig(
@@ -144,10 +172,50 @@ def contrastive_loss_fn(
             gather=gather,
         )
     )
+    hard = cfg.loss.hard_negatives
+    sampler = None
+    if hard.enabled:
+        sampler = HardNegativeSampler(HardNegativeSettings(hard.threshold, hard.top_k, cfg.loss.temperature, gather))
 
-    def loss_fn(queries: torch.Tensor, targets: torch.Tensor) -> LossOutput:
+    def loss_fn(
+        queries: torch.Tensor,
+        targets: torch.Tensor,
+        negatives: torch.Tensor | None = None,
+        negative_owners: torch.Tensor | None = None,
+    ) -> LossOutput:
         q, t = model.aggregate(queries), model.aggregate(targets)
-        return objective(q.paths, q.aggregate, t.paths, t.aggregate, mim=None if mim is None else mim.bound)
+        contrastive, counts = None, {}
+        if sampler is not None:
+            step = sampler.step(q, t, None if negatives is None else model.aggregate(negatives), negative_owners)
+            contrastive = step.term
+            counts = {
+                names.FALSE_NEGATIVES: step.selection.false_negatives.float().mean(),
+                names.HARD_NEGATIVES: step.selection.hard_per_query.float().mean(),
+                names.DATASET_NEGATIVES: torch.tensor(step.dataset_negatives / len(queries)),
+            }
+        elif negatives is not None:
+            raise ValueError("dataset negatives given but loss.hard_negatives is off")
+        out = objective(q.paths, q.aggregate, t.paths, t.aggregate, mim=None if mim is None else mim.bound,
+                        contrastive=contrastive)
+        out.terms.update(counts)
+        return out
+
+    return loss_fn
+
+
+def distill_loss_fn(cfg: RunConfig, gather: bool = True) -> Callable[..., LossOutput]:
+    """(student query paths, student positive paths, teacher queries, teacher positives) -> the
+    KL distillation loss of UniME stage 1 (one prefix-free path: ``[B, 1, d]``)."""
+    settings = cfg.loss.distill
+
+    def loss_fn(
+        queries: torch.Tensor, positives: torch.Tensor, teacher_queries: torch.Tensor, teacher_positives: torch.Tensor
+    ) -> LossOutput:
+        kl = similarity_distillation_loss(
+            queries[:, 0], positives[:, 0], teacher_queries, teacher_positives,
+            settings.temperature_student, settings.temperature_teacher, gather,
+        )
+        return LossOutput(total=kl, terms={names.DISTILL_LOSS: kl.detach(), "loss/total": kl.detach()})
 
     return loss_fn
 

@@ -118,6 +118,18 @@ def test_paper_configs_carry_the_papers_settings():
     assert llava.model.backbone == "llava-hf/llava-v1.6-mistral-7b-hf" and llava.optim.lr == 5e-6
 
 
+def test_unime_configs_carry_the_recipes():
+    stage1 = load_config(CONFIGS / "qwen2vl-2b-mmeb-unime-stage1.yaml", [])
+    assert stage1.method.name == "unime-stage1" and stage1.loss.distill.teacher_dir == "nvidia/NV-Embed-v2"
+    stage2 = load_config(CONFIGS / "qwen2vl-2b-mmeb-unime-stage2.yaml", [])
+    assert stage2.model.backbone == f"{stage1.output_dir}/final/backbone"  # stage 2 starts from stage 1
+    negatives = stage2.loss.hard_negatives
+    assert (negatives.enabled, negatives.threshold, negatives.top_k, stage2.loss.temperature) == (True, 0.1, 8, 0.02)
+    pdf = flat(load_config(CONFIGS / "qwen2vl-2b-mmeb-pdf.yaml", []))
+    pdf_hard = flat(load_config(CONFIGS / "qwen2vl-2b-mmeb-pdf-hardneg.yaml", []))
+    assert {key for key in pdf if pdf[key] != pdf_hard[key]} == {"output_dir", "loss.hard_negatives.enabled"}
+
+
 def test_demo_configs_train_a_from_scratch_model():
     cfg = load_config(CONFIGS / "demo-cpu-pdf.yaml", [])
     assert cfg.model.backbone == "small-qwen2-vl"
@@ -339,6 +351,8 @@ def test_method_dependent_defaults(tmp_path):
         (["method.name=unime-stage1"], "loss.distill.teacher_dir: required by unime-stage1"),
         (["loss.distill.teacher_dir=t"], "loss.distill.teacher_dir: only used by unime-stage1"),
         (["method.name=unime-stage2", "loss.hard_negatives.enabled=false"], "it cannot be false"),
+        (["method.name=unime-stage1", "loss.distill.teacher_dir=t", "loss.hard_negatives.enabled=true"],
+         "unime-stage1 distils text pairs, it has no negatives"),
         (["loss.hard_negatives.enabled=true", "loss.hard_negatives.top_k=8"], "a batch of 8 has only 7 in-batch negatives"),
         (["model.train_all_weights=true"], "model.lora.enabled: true together with model.train_all_weights"),
         (["method.name=baseline", "model.lora.enabled=false"], "baseline would have nothing to train"),
