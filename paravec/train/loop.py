@@ -33,7 +33,7 @@ from typing import Any, Callable, Sequence, Union
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import set_seed
+from accelerate.utils import DistributedDataParallelKwargs, set_seed
 from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader
 
@@ -96,7 +96,12 @@ class Trainer:
     def __init__(self, cfg: RunConfig, accelerator: Accelerator | None = None) -> None:
         self.cfg = cfg
         self.layout = RunLayout(cfg.output_dir)
-        self.accelerator = accelerator or Accelerator(mixed_precision=cfg.train.mixed_precision, cpu=not torch.cuda.is_available())
+        # Buffers (rotary tables) are constants: broadcasting them before every forward would add
+        # a collective per forward, and GradCache's forward count may differ between processes.
+        self.accelerator = accelerator or Accelerator(
+            mixed_precision=cfg.train.mixed_precision, cpu=not torch.cuda.is_available(),
+            kwargs_handlers=[DistributedDataParallelKwargs(broadcast_buffers=False)],
+        )
         self.local_batch = per_device_batch_size(cfg, self.accelerator.num_processes)
         check_paths_exist(cfg)
         set_seed(cfg.seed)
@@ -263,7 +268,10 @@ class Trainer:
                 lambda q, rest: loss_fn(*split(q, rest)), lambda q, rest: before_loss(*split(q, rest)),
                 backward=self.accelerator.backward,
             )
-        chunked = [[prepare(group[i : i + chunk]) for i in range(0, len(group), chunk)] for group in groups]
+        # Frozen inputs (vision tower, token embeddings) are computed once per chunk, not again
+        # in GradCache's re-run.
+        precompute = self.model.encoder.with_precomputed_inputs
+        chunked = [[precompute(prepare(group[i : i + chunk])) for i in range(0, len(group), chunk)] for group in groups]
         cache = GradCache(self.encoder, no_sync=lambda: self.accelerator.no_sync(self.encoder), backward=self.accelerator.backward)
         return cache.step_groups(chunked, loss_fn, before_loss)
 
