@@ -47,7 +47,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import yaml
 
@@ -164,28 +164,30 @@ class Plan:
     evaluations: list[Evaluation]
 
 
-def plan(rows: Sequence[str], seeds: Sequence[int], sweeps: Sequence[str], base: RunConfig) -> Plan:
+def plan(rows: Sequence[str], seeds: Sequence[int], sweeps: Sequence[str],
+         config_of: Callable[[Run], RunConfig]) -> Plan:
     """Every run and evaluation the options ask for, each run listed once, seed by seed (so an
-    interrupted invocation leaves whole seeds behind)."""
+    interrupted invocation leaves whole seeds behind). ``config_of`` resolves a run's config."""
     runs: dict[str, Run] = {}
     evaluations: list[Evaluation] = []
 
-    def add(run: Run, label: str, mode: str) -> None:
+    def add(run: Run, label: str, mode: str | None) -> None:
         runs.setdefault(run.name, run)
-        evaluations.append(Evaluation(label, run, mode))
+        evaluations.append(Evaluation(label, run, mode or config_of(run).method.inference_mode))
 
     for seed in seeds:
         for label in table3_labels(rows):
             info = TABLE3_ROWS[label]
-            run = Run(info.trained_as, TABLE3_TRAINING_ROWS[info.trained_as], seed)
-            add(run, label, info.mode or _inference_mode(base, run.overrides))
+            add(Run(info.trained_as, TABLE3_TRAINING_ROWS[info.trained_as], seed), label, info.mode)
+        full = Run("R5", TABLE3_TRAINING_ROWS["R5"], seed)
         for sweep in sweeps:
             key, values = SWEEPS[sweep]
             for value in values:
-                override = f"{key}={value!r}"
-                same_as_r5 = _flat(base)[key] == value
-                run = Run("R5" if same_as_r5 else f"R5-{sweep}{value:g}", () if same_as_r5 else (override,), seed)
-                add(run, sweep_label(sweep, value), _inference_mode(base, run.overrides))
+                if _flat(config_of(full))[key] == value:  # the point R5 already trains
+                    add(full, sweep_label(sweep, value), None)
+                else:
+                    add(Run(f"R5-{sweep}{value:g}", (*full.overrides, f"{key}={value!r}"), seed),
+                        sweep_label(sweep, value), None)
     return Plan(list(runs.values()), evaluations)
 
 
@@ -201,15 +203,8 @@ def sweep_label(sweep: str, value: float) -> str:
     return f"{sweep}={value:g}"
 
 
-def _inference_mode(base: RunConfig, overrides: Sequence[str]) -> str:
-    for override in overrides:
-        key, _, value = override.partition("=")
-        if key == "method.inference_mode":
-            return value
-    return base.method.inference_mode
-
-
 def _flat(cfg: RunConfig) -> dict[str, Any]:
+    """``{"method.num_paths": 2, ...}``: the config's values by dotted key."""
     flat: dict[str, Any] = {}
 
     def walk(node: Mapping[str, Any], prefix: str) -> None:
@@ -700,7 +695,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     report_dir = (args.report_dir or out / "report").resolve()
     ws = Workspace(out, args.steps, args.overrides)
     ensure_benchmark(ws, args.benchmark_size)
-    work = plan(args.rows, args.seeds, args.sweep, ws.base)
+    work = plan(args.rows, args.seeds, args.sweep, ws.config_of)
     say(f"{len(work.runs)} training runs, {len(work.evaluations)} evaluations, "
         f"{ws.base.train.max_steps} steps each, under {out}")
     execute(ws, work, args.eval_batch_size)

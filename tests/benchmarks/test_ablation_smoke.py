@@ -60,13 +60,13 @@ def test_ablation_writes_table_figures_and_results_and_resumes(tmp_path):
         ablation.main([*argv[:7], "3", *argv[8:]])
 
 
-def test_sweep_plan_reuses_r5_for_the_centre_value():
+def test_sweep_plan_reuses_r5_for_the_centre_value(tmp_path):
     ablation = load_script()
-    from paravec.demo import demo_config
-
-    base = demo_config("pdf", Path("unused"))
-    work = ablation.plan([], [0, 1], ["K"], base)
-    assert [run.name for run in work.runs] == ["R5-K10-seed0", "R5-seed0", "R5-K40-seed0",
-                                               "R5-K10-seed1", "R5-seed1", "R5-K40-seed1"]
-    assert work.runs[0].overrides == ("method.prefix_len=10",)
-    assert {e.label for e in work.evaluations} == {"K=10", "K=20", "K=40"}
+    workspace = ablation.Workspace(tmp_path, None, [])
+    work = ablation.plan(["R1"], [0, 1], ["K"], workspace.config_of)
+    assert [run.name for run in work.runs] == ["R1-seed0", "R5-K10-seed0", "R5-seed0", "R5-K40-seed0",
+                                               "R1-seed1", "R5-K10-seed1", "R5-seed1", "R5-K40-seed1"]
+    k10 = workspace.config_of(work.runs[1])
+    assert (k10.method.prefix_len, k10.method.num_paths, k10.seed) == (10, 2, 0)
+    labels_and_modes = {(e.label, e.mode) for e in work.evaluations}
+    assert labels_and_modes == {("R1", "no-prefix"), ("K=10", "path0"), ("K=20", "path0"), ("K=40", "path0")}
