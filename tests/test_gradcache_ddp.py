@@ -37,7 +37,9 @@ WORKER = textwrap.dedent(
         lambda q, t: LossOutput(total=info_nce(q, t)),
     )
     grads = [p.grad.flatten().tolist() for p in encoder.parameters()]
-    print(json.dumps({"calls": len(calls), "grads": grads, "loss": float(step.loss.total)}))
+    print(json.dumps({"calls": len(calls), "grads": grads, "loss": float(step.loss.total.detach())}), flush=True)
+    dist.barrier()
+    dist.destroy_process_group()  # a gloo group left alive can abort the process at exit
     """
 )
 

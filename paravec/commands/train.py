@@ -38,9 +38,13 @@ def run(args: argparse.Namespace) -> int:
     from paravec.data.mmeb_train import DatasetFormatError
     from paravec.train.loop import Trainer, TrainingStopped
 
+    trainer = None
     try:
         trainer = Trainer(cfg)
         trainer.run(resume=args.resume)
     except (ConfigError, DatasetFormatError, BadSampleError, FileExistsError, FileNotFoundError, TrainingStopped) as error:
         raise CommandError(str(error)) from None
+    finally:
+        if trainer is not None:
+            trainer.accelerator.end_training()  # closes the process group: a live gloo group can abort at exit
     return 0
