@@ -33,7 +33,7 @@ DEMO_RUN: dict[str, Any] = {
     "loss": {"temperature": 0.02, "lambda_con": 1.0, "lambda_mim": 1.0e-4, "mim": {"lr": 1.0e-3}},
     "data": {"subsets": None, "max_per_subset": None, "batching": "mixed", "on_bad_sample": "error", "num_workers": 0},
     "optim": {"lr": 1.5e-3, "weight_decay": 0.0, "warmup_steps": 30, "schedule": "linear", "max_grad_norm": 1.0},
-    "train": {"max_steps": 300, "batch_size": 32, "chunk_size": None, "save_every": 100, "keep_last": 2, "mixed_precision": "no"},
+    "train": {"max_steps": 800, "batch_size": 32, "chunk_size": None, "save_every": 100, "keep_last": 2, "mixed_precision": "no"},
     "log": {"every": 1, "console_every": 25, "tensorboard": True, "plots": True},
 }
 
