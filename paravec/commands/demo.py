@@ -13,6 +13,9 @@ def register(subparsers) -> None:
     parser.add_argument("--steps", type=int, default=None, help="training steps per method (default: the demo's)")
     parser.add_argument("--benchmark-size", choices=("small", "default"), default="default",
                         help="size of the generated mini benchmark")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch CPU threads (default 1: the demo's small matrices gain nothing from more, and "
+                             "two threads on a busy 2-core machine were measured 20x slower)")
     parser.set_defaults(func=run)
 
 
@@ -23,5 +26,10 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if args.steps is not None and args.steps < 1:
         raise CommandError("--steps must be at least 1")
+    if args.threads < 1:
+        raise CommandError("--threads must be at least 1")
+    import torch
+
+    torch.set_num_threads(args.threads)
     run_demo(args.out, steps=args.steps, benchmark_size=args.benchmark_size)
     return 0
