@@ -231,6 +231,7 @@ class Workspace:
         self.mini = out / "mini"
         self.base_file = out / "base-config.yaml"
         self.timings_file = out / "timings.json"
+        self.invocations_file = out / "invocations.json"
         self.extra_overrides = tuple(extra_overrides)
         # The demo's PDF arm is the base: its settings (and its warm-up rule for --steps) are
         # the demo's at the time of the run. Written as YAML so the rows' ``--set`` overrides
@@ -257,9 +258,21 @@ class Workspace:
     def record_time(self, key: str, seconds: float) -> None:
         timings = self.timings()
         timings[key] = round(seconds, 1)
-        temporary = self.timings_file.with_suffix(".tmp")
-        temporary.write_text(json.dumps(timings, indent=2, sort_keys=True))
-        temporary.replace(self.timings_file)
+        _write_json(self.timings_file, timings)
+
+    def invocations(self) -> list[dict[str, Any]]:
+        """Every invocation that worked on this folder (a resumed ablation has several): the
+        report's wall time is their sum, not only the last one's."""
+        return json.loads(self.invocations_file.read_text()) if self.invocations_file.exists() else []
+
+    def record_invocation(self, entry: Mapping[str, Any]) -> None:
+        _write_json(self.invocations_file, [*self.invocations(), dict(entry)])
+
+
+def _write_json(path: Path, data: Any) -> None:
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    temporary.replace(path)
 
 
 def ensure_benchmark(ws: Workspace, size: str) -> None:
@@ -343,6 +356,20 @@ def scores_of(summary: Mapping[str, Any]) -> dict[str, float]:
     return {metric: 100 * groups[metric]["mean"] for metric in METRICS}
 
 
+def chance_scores(eval_dir: Path) -> dict[str, float]:
+    """Precision@1 (percent) of a model that ranks candidates at random: 1/(candidates) per
+    row, averaged like the real scores. The floor a small model's numbers must be read against."""
+    from paravec.eval.mmeb import find_subsets, read_subset
+    from paravec.eval.mmeb_tasks import load_task_table
+    from paravec.eval.report import summarize
+
+    accs = {}
+    for name, files in find_subsets(eval_dir).items():
+        subset = read_subset(name, files)
+        accs[name] = statistics.fmean(1 / len(ids) if len(ids) else 0.0 for ids in subset.candidate_ids)
+    return scores_of(summarize(accs, *load_task_table(eval_dir)))
+
+
 def collect_scores(ws: Workspace, evaluations: Sequence[Evaluation]) -> dict[str, dict[int, dict[str, float]]]:
     """label -> seed -> metric -> percent."""
     scores: dict[str, dict[int, dict[str, float]]] = {}
@@ -416,44 +443,65 @@ def mean_history(histories: Sequence[Sequence[Mapping[str, Any]]], key: str) -> 
 
 
 def window_mean(history: Sequence[Mapping[str, Any]], key: str, part: str) -> float:
-    """Mean of ``key`` over the first or last tenth of the steps."""
-    values = [entry[key] for entry in history]
+    """Mean of ``key`` over the first tenth, the last tenth or all of the logged steps."""
+    values = [entry[key] for entry in history if entry.get(key) is not None]
     if not values:
         raise ValueError(f"no {key!r} values to average")
     width = max(1, len(values) // 10)
-    return statistics.fmean(values[:width] if part == "first" else values[-width:])
+    return statistics.fmean({"first": values[:width], "last": values[-width:], "all": values}[part])
+
+
+#: Fig. 3 panels: file -> (scalar, {row: legend}, title).
+FIG3_PANELS: dict[str, tuple[str, dict[str, str], str]] = {
+    "fig3_left_training_loss.png": (
+        RETRIEVAL_LOSS, {"R1": "baseline (R1)", "R5": "PDF (R5)"}, "Fig. 3 left: training InfoNCE, PDF vs baseline"),
+    "fig3_right_path_similarity.png": (
+        PATH_SIMILARITY, {"R3": "without MIM (R3)", "R4": "with MIM (R4)", "R5": "with MIM, full PDF (R5)"},
+        "Fig. 3 right: cosine similarity between the two paths"),
+}
+
+#: What the paper reads from Fig. 3, as (scalar, window, row, reference row, expected, claim).
+FIG3_CLAIMS: tuple[tuple[str, str, str, str, str, str], ...] = (
+    (RETRIEVAL_LOSS, "all", "R5", "R1", "lower", "PDF's loss falls faster than the baseline's (mean over all steps)"),
+    (RETRIEVAL_LOSS, "last", "R5", "R1", "lower", "PDF ends lower (last tenth of the steps)"),
+    (PATH_SIMILARITY, "last", "R4", "R3", "lower", "MIM keeps the paths apart (last tenth, R4 vs R3)"),
+    (PATH_SIMILARITY, "last", "R5", "R3", "lower", "MIM keeps the paths apart (last tenth, R5 vs R3)"),
+)
 
 
 def draw_fig3(ws: Workspace, runs: Sequence[Run], report_dir: Path) -> dict[str, Any]:
     """Left: InfoNCE of R5 (PDF) against R1 (baseline). Right: path cosine similarity without
-    MIM (R3) and with it (R4, R5). Curves are means over seeds; returns the window means."""
+    MIM (R3) and with it (R4, R5). Curves are means over seeds; returns, per panel, the PNG and
+    per-seed window means, and the paired checks of :data:`FIG3_CLAIMS`."""
     from paravec.train.monitor import read_history
     from paravec.train.plots import plot_comparison
 
-    histories: dict[str, list] = {}
+    histories: dict[str, dict[int, list]] = {}
     for run in runs:
         if run.key in TABLE3_TRAINING_ROWS:
-            histories.setdefault(run.key, []).append(read_history(ws.run_dir(run) / "logs" / "history.jsonl"))
-    panels = {
-        "fig3_left_training_loss.png": (RETRIEVAL_LOSS, {"R1": "baseline (R1)", "R5": "PDF (R5)"},
-                                        "Fig. 3 left: training InfoNCE, PDF vs baseline"),
-        "fig3_right_path_similarity.png": (PATH_SIMILARITY, {"R3": "without MIM (R3)", "R4": "with MIM (R4)",
-                                                             "R5": "with MIM, full PDF (R5)"},
-                                           "Fig. 3 right: cosine similarity between the two paths"),
-    }
-    numbers: dict[str, Any] = {}
-    for file, (key, labels, title) in panels.items():
+            histories.setdefault(run.key, {})[run.seed] = read_history(ws.run_dir(run) / "logs" / "history.jsonl")
+    panels: dict[str, Any] = {}
+    for file, (key, labels, title) in FIG3_PANELS.items():
         rows = [row for row in labels if row in histories]
         if not rows:
             continue
-        curves = {row: mean_history(histories[row], key) for row in rows}
-        numbers[key] = {"png": file, "seeds": {row: len(histories[row]) for row in rows},
-                        "window_means": {row: {part: window_mean(curves[row], key, part) for part in ("first", "last")}
-                                         for row in rows}}
-        seeds = min(numbers[key]["seeds"].values())
+        curves = {row: mean_history(list(histories[row].values()), key) for row in rows}
+        seeds = min(len(histories[row]) for row in rows)
         plot_comparison({labels[row]: curves[row] for row in rows}, key, report_dir / file, smoothing=PLOT_SMOOTHING,
                         title=f"{title} (mean of {seeds} seed{'s' * (seeds > 1)})")
-    return numbers
+        panels[key] = {"png": file, "window_means": {
+            row: {part: {str(seed): window_mean(history, key, part) for seed, history in histories[row].items()}
+                  for part in ("first", "last", "all")} for row in rows}}
+    claims = []
+    for key, part, row, reference, expected, claim in FIG3_CLAIMS:
+        windows = panels.get(key, {}).get("window_means", {})
+        if row not in windows or reference not in windows:
+            continue
+        seeds = sorted(set(windows[row][part]) & set(windows[reference][part]))
+        difference = Stat.of([windows[row][part][s] - windows[reference][part][s] for s in seeds])
+        claims.append({"scalar": key, "window": part, "row": row, "reference": reference, "expected": expected,
+                       "claim": claim, "ours": difference.to_json(), "verdict": verdict(difference, expected)})
+    return {"panels": panels, "claims": claims}
 
 
 # --------------------------------------------------------------------------------------------
@@ -461,7 +509,7 @@ def draw_fig3(ws: Workspace, runs: Sequence[Run], report_dir: Path) -> dict[str,
 # --------------------------------------------------------------------------------------------
 
 
-def table3_markdown(scores) -> str:
+def table3_markdown(scores, chance: Mapping[str, float]) -> str:
     check = {True: "✓", False: "-"}
     head = ("| ID | Prefix | Parallel | MIM | Sub loss | Inference | IND | OOD | Overall "
             "| Paper IND | Paper OOD | Paper Overall |")
@@ -474,14 +522,17 @@ def table3_markdown(scores) -> str:
         ours = " | ".join(stats[metric].text() for metric in (*SPLIT_METRICS, "Overall"))
         paper = " | ".join(f"{value:.1f}" for value in PAPER_TABLE3[label])
         lines.append(f"| {label} | {flags} | {info.inference} | {ours} | {paper} |")
+    lines.append("| chance | | | | | random ranking | " + " | ".join(f"{chance[m]:.1f}" for m in (*SPLIT_METRICS, "Overall"))
+                 + " | | | |")
     return "\n".join(lines) + "\n"
 
 
-def meta_task_markdown(scores, labels: Sequence[str]) -> str:
+def meta_task_markdown(scores, labels: Sequence[str], chance: Mapping[str, float]) -> str:
     lines = ["| ID | " + " | ".join(META_METRICS) + " |", "|---|" + "---:|" * len(META_METRICS)]
     for label in labels:
         stats = aggregate(scores[label])
         lines.append(f"| {label} | " + " | ".join(stats[m].text() for m in META_METRICS) + " |")
+    lines.append("| chance | " + " | ".join(f"{chance[m]:.1f}" for m in META_METRICS) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -513,12 +564,21 @@ def sweep_markdown(scores, sweeps: Sequence[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def fig3_markdown(numbers: Mapping[str, Any]) -> str:
+def fig3_markdown(fig3: Mapping[str, Any]) -> str:
     parts = []
-    for key, panel in numbers.items():
-        windows = "; ".join(f"{row} {w['first']:.3f} -> {w['last']:.3f}" for row, w in panel["window_means"].items())
+    for key, panel in fig3["panels"].items():
+        windows = "; ".join(
+            f"{row} {statistics.fmean(w['first'].values()):.3f} -> {statistics.fmean(w['last'].values()):.3f}"
+            for row, w in panel["window_means"].items())
         parts.append(f"![{key}]({panel['png']})\n\n`{key}`, mean over seeds, first tenth of the steps -> "
                      f"last tenth: {windows}.\n")
+    if fig3["claims"]:
+        lines = ["| Scalar | The paper's reading of Fig. 3 | Our Δ (paired by seed) | Verdict |", "|---|---|---:|---|"]
+        for claim in fig3["claims"]:
+            ours = claim["ours"]
+            spread = "" if ours["std"] is None else f" ± {ours['std']:.3f}"
+            lines.append(f"| `{claim['scalar']}` | {claim['claim']} | {ours['mean']:+.3f}{spread} | {claim['verdict']} |")
+        parts.append("\n".join(lines) + "\n")
     return "\n".join(parts)
 
 
@@ -570,12 +630,13 @@ def limits_markdown(cfg: RunConfig) -> str:
 """
 
 
-def write_report(report_dir: Path, *, command: str, started_at: float, wall_seconds: float, ws: Workspace,
-                 work: Plan, scores, sweeps: Sequence[str], fig3: Mapping[str, Any],
-                 load: Mapping[str, Any]) -> Path:
+def write_report(report_dir: Path, *, ws: Workspace, work: Plan, scores, sweeps: Sequence[str],
+                 fig3: Mapping[str, Any]) -> Path:
     cfg = ws.base
     machine = machine_description()
     timings = ws.timings()
+    invocations = ws.invocations()
+    chance = chance_scores(ws.mini / "eval")
     train_seconds = [timings[f"train/{run.name}"] for run in work.runs if f"train/{run.name}" in timings]
     eval_seconds = [v for k, v in timings.items() if k.startswith("eval/")
                     and any(k.startswith(f"eval/{run.name}/") for run in work.runs)]
@@ -583,6 +644,10 @@ def write_report(report_dir: Path, *, command: str, started_at: float, wall_seco
     demo_steps = DEMO_RUN["train"]["max_steps"]
     steps_note = "" if cfg.train.max_steps == demo_steps else (
         f" (the demo's default is {demo_steps}; every row uses the same {cfg.train.max_steps})")
+    wall = sum(entry["wall_seconds"] for entry in invocations)
+    sessions = "; ".join(f"{entry['started_utc']}, {entry['wall_seconds'] / 60:.1f} min, load average "
+                         f"{entry['load_average_start']:.1f} -> {entry['load_average_end']:.1f}, code {entry['code']}"
+                         for entry in invocations)
     claims, claim_records = claims_markdown(scores)
     labels3 = [label for label in TABLE3_ROWS if label in scores]
     text = [
@@ -595,31 +660,31 @@ def write_report(report_dir: Path, *, command: str, started_at: float, wall_seco
         "",
         "## Setup",
         "",
-        f"- Command: `{command}`",
+        f"- Command: `{invocations[-1]['command']}`",
         f"- Machine: {machine['cpu_count']} CPU cores ({machine['cpu']}), torch {machine['torch']} with "
-        f"{machine['torch_threads']} threads, Python {machine['python']}; shared with other work "
-        f"(load average {load['start']:.1f} at the start, {load['end']:.1f} at the end), so times are upper bounds.",
-        f"- Code: commit {code_version()}.",
+        f"{machine['torch_threads']} threads, Python {machine['python']}, shared with other work: times are "
+        "upper bounds.",
+        f"- Wall time: {wall / 60:.1f} min in {len(invocations)} invocation{'s' * (len(invocations) > 1)} "
+        f"({sessions}). Recorded compute: training {sum(train_seconds) / 60:.1f} min ({len(train_seconds)} runs), "
+        f"evaluation {sum(eval_seconds) / 60:.1f} min ({len(eval_seconds)} evaluations).",
         f"- Model: `{cfg.model.backbone}`, trained from scratch on every weight; settings of the CPU demo "
         f"(`paravec.demo.DEMO_RUN`): {cfg.train.max_steps} steps{steps_note}, batch {cfg.train.batch_size}, "
         f"AdamW lr {cfg.optim.lr:g} ({cfg.optim.warmup_steps} warm-up steps, {cfg.optim.schedule} decay), "
         f"temperature {cfg.loss.temperature:g}; PDF N={cfg.method.num_paths}, K={cfg.method.prefix_len}, "
         f"lambda_con={cfg.loss.lambda_con:g}, lambda_MIM={cfg.loss.lambda_mim:g}. "
         "Rows switch components off (`TABLE3_TRAINING_ROWS`) and share everything else.",
-        f"- Wall time of this invocation: {wall_seconds / 60:.1f} min; recorded compute over all runs: "
-        f"training {sum(train_seconds) / 60:.1f} min ({len(train_seconds)} runs), evaluation "
-        f"{sum(eval_seconds) / 60:.1f} min ({len(eval_seconds)} evaluations). Started "
-        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(started_at))}.",
+        "- Chance: a model ranking candidates at random scores 1/(number of candidates) per row; the "
+        "\"chance\" lines average that like the scores.",
         "",
     ]
     if labels3:
-        text += ["## Table 3: ablation of the components", "", table3_markdown(scores),
-                 "Per meta-task (ours):", "", meta_task_markdown(scores, labels3),
+        text += ["## Table 3: ablation of the components", "", table3_markdown(scores, chance),
+                 "Per meta-task (ours):", "", meta_task_markdown(scores, labels3, chance),
                  "## The paper's claims, checked", "",
                  "Differences in Overall are paired by seed (same data order and initialisation); "
                  "\"beyond seed noise\" means |mean| > 2 standard errors over seeds, a rough rule for so "
                  "few seeds, not a significance test.", "", claims]
-    if fig3:
+    if fig3["panels"]:
         text += ["## Fig. 3: training dynamics", "", fig3_markdown(fig3)]
     if sweeps:
         text += ["## Table 6: hyperparameter sweeps on R5", "",
@@ -632,10 +697,8 @@ def write_report(report_dir: Path, *, command: str, started_at: float, wall_seco
     report.write_text("\n".join(text))
     results = {
         "unit": "Precision@1, percent",
-        "command": command,
+        "invocations": invocations,
         "machine": machine,
-        "load_average": dict(load),
-        "wall_seconds": round(wall_seconds, 1),
         "timings_seconds": timings,
         "base_config": cfg.to_dict(),
         "runs": {run.name: list(run.overrides) for run in work.runs},
@@ -643,6 +706,7 @@ def write_report(report_dir: Path, *, command: str, started_at: float, wall_seco
                      for label, per_seed in scores.items()},
         "aggregate": {label: {metric: stat.to_json() for metric, stat in aggregate(per_seed).items()}
                       for label, per_seed in scores.items()},
+        "chance": chance,
         "claims": claim_records,
         "fig3": fig3,
         "paper_table3": {label: dict(zip(("IND", "OOD", "Overall"), values))
@@ -699,15 +763,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     say(f"{len(work.runs)} training runs, {len(work.evaluations)} evaluations, "
         f"{ws.base.train.max_steps} steps each, under {out}")
     execute(ws, work, args.eval_batch_size)
+    ws.record_invocation({
+        "command": "python benchmarks/ablation.py " + shlex.join(argv),
+        "started_utc": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(started_at)),
+        "wall_seconds": round(time.monotonic() - started, 1),
+        "load_average_start": load_start, "load_average_end": os.getloadavg()[0],
+        "code": code_version(),
+    })
     scores = collect_scores(ws, work.evaluations)
     fig3 = draw_fig3(ws, work.runs, report_dir)
-    command = "python benchmarks/ablation.py " + shlex.join(argv)
-    report = write_report(report_dir, command=command, started_at=started_at,
-                          wall_seconds=time.monotonic() - started, ws=ws, work=work, scores=scores,
-                          sweeps=args.sweep, fig3=fig3,
-                          load={"start": load_start, "end": os.getloadavg()[0]})
+    report = write_report(report_dir, ws=ws, work=work, scores=scores, sweeps=args.sweep, fig3=fig3)
     if any(label in scores for label in TABLE3_ROWS):
-        print("\n" + table3_markdown(scores), flush=True)
+        print("\n" + table3_markdown(scores, chance_scores(ws.mini / "eval")), flush=True)
     say(f"done in {(time.monotonic() - started) / 60:.1f} min; report: {report}")
     return 0
 

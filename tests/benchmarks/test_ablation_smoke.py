@@ -32,7 +32,7 @@ def test_ablation_writes_table_figures_and_results_and_resumes(tmp_path):
     report = (report_dir / "report.md").read_text()
     table_rows = {line.split("|")[1].strip() for line in report.splitlines() if line.startswith("| R")}
     assert {"R1", "R5", "R6", "R7"} <= table_rows and not {"R2", "R3", "R4"} & table_rows
-    assert "--steps 2" in report and "R5 vs R1" in report
+    assert "--steps 2" in report and "R5 vs R1" in report and "| chance |" in report
     for png in ("fig3_left_training_loss.png", "fig3_right_path_similarity.png"):
         assert (report_dir / png).stat().st_size > 1000
 
@@ -43,6 +43,14 @@ def test_ablation_writes_table_figures_and_results_and_resumes(tmp_path):
     for label in ("R1", "R5", "R6", "R7"):
         assert set(results["aggregate"][label]) == set(ablation.METRICS)
         assert results["aggregate"][label]["Overall"]["n"] == 1
+    # Fig. 3 left compares R5 with R1; the right panel's MIM claims need R3, which did not run.
+    assert {(c["row"], c["reference"]) for c in results["fig3"]["claims"]} == {("R5", "R1")}
+    # Chance is 1/(candidates) per row: for classification every row has the same count.
+    tasks = json.loads((out / "mini" / "tasks.json").read_text())
+    classification = [task for task in tasks.values() if task["meta_task"] == "Classification"]
+    assert all(task["candidates_min"] == task["candidates_max"] for task in classification)
+    expected = sum(100 / task["candidates_min"] for task in classification) / len(classification)
+    assert results["chance"]["Classification"] == pytest.approx(expected)
     # R6 and R7 are the R5 model in other inference modes, R1 the baseline in its only mode.
     modes = {path.name for path in (out / "eval" / "R5-seed0").iterdir()}
     assert modes == {"path0", "aggregate", "no-prefix"}
@@ -54,6 +62,8 @@ def test_ablation_writes_table_figures_and_results_and_resumes(tmp_path):
     stamps = final.stat().st_mtime_ns, summary.stat().st_mtime_ns
     assert ablation.main(argv) == 0
     assert (final.stat().st_mtime_ns, summary.stat().st_mtime_ns) == stamps
+    invocations = json.loads((report_dir / "results.json").read_text())["invocations"]
+    assert len(invocations) == 2 and "2 invocations" in (report_dir / "report.md").read_text()
 
     # A finished run is not reused under other settings.
     with pytest.raises(SystemExit, match="train.max_steps"):
