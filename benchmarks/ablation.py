@@ -7,7 +7,7 @@ On the built-in mini benchmark, ``small-qwen2-vl`` is trained with the CPU demo'
     R2  deep prefix on one path      R5  R4 + per-path loss: the full method
     R3  two parallel paths, neither MIM nor per-path loss
 
-The rows are :data:`paravec.train.config.TABLE3_TRAINING_ROWS` applied to the demo's PDF
+The rows are :data:`paravec.recipes.pdf.TABLE3_TRAINING_ROWS` applied to the demo's PDF
 config, so they differ in the ablated component only. R6 (aggregate inference) and R7
 (no-prefix inference) are the R5 models evaluated in another inference mode. Every model is
 scored with the MMEB protocol (Precision@1); the report gives mean and sample standard deviation
@@ -54,13 +54,9 @@ import yaml
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing here may download
 
 from paravec.demo import DEMO_RUN, demo_config  # noqa: E402
-from paravec.train.config import (  # noqa: E402
-    TABLE3_TRAINING_ROWS,
-    RunConfig,
-    RunLayout,
-    config_differences,
-    load_config,
-)
+from paravec.config import RunConfig, config_differences, load_config  # noqa: E402
+from paravec.core.layout import RunLayout  # noqa: E402
+from paravec.recipes.pdf import TABLE3_TRAINING_ROWS  # noqa: E402
 
 # --------------------------------------------------------------------------------------------
 # What is measured, and the paper's numbers (cited as the paper's; they are not ours)

@@ -169,13 +169,13 @@ class Trainee:
 
     @classmethod
     def from_config(cls, config_file: Path, backbone: str, overrides: Sequence[str] = ()) -> "Trainee":
-        from paravec.train.config import load_config
-        from paravec.train.setup import build_parts, contrastive_loss_fn
+        from paravec.config import load_config
+        from paravec.train.setup import build_parts
 
         cfg = load_config(config_file, [f"model.backbone={backbone}", *overrides])
         parts = build_parts(cfg)
         optimizer = parts.mim.make_optimizer() if parts.mim is not None else None
-        return cls(parts, contrastive_loss_fn(parts.model, parts.mim, cfg), optimizer)
+        return cls(parts, cfg.recipe.objective(parts.model, parts.mim, cfg).loss, optimizer)
 
     @property
     def model(self):
@@ -284,9 +284,9 @@ def loss_flops(trainee: Trainee, batch_size: int) -> int:
     clubs = 0
     if mim is not None:
         # every estimator row: pairs x sides x batch rows, through one estimator's mu and logvar nets
-        rows = batch_size * len(mim.pairs) * len(mim.config.apply_to)
+        rows = batch_size * len(mim.pairs) * len(mim.config.sides)
         forward = 2 * rows * linear_macs(mim.estimators[0])
-        clubs = 3 * forward * mim.config.estimator_steps + 2 * forward
+        clubs = 3 * forward * mim.config.steps + 2 * forward
     return aggregator + info_nce + clubs
 
 

@@ -45,7 +45,7 @@ METHODS: dict[str, dict[str, Any]] = {
 
 def demo_config(method: str, out: Path, steps: int | None = None):
     """The run config of one demo arm (``baseline`` or ``pdf``) writing under ``out``."""
-    from paravec.train.config import config_from_dict
+    from paravec.config import config_from_dict
 
     raw = copy.deepcopy(DEMO_RUN)
     raw["output_dir"] = str(out / "runs" / method)
@@ -63,7 +63,8 @@ def run_demo(out: Path, steps: int | None = None, benchmark_size: str = "default
     from paravec.embedder import load
     from paravec.eval.mmeb import evaluate_mmeb
     from paravec.train.loop import Trainer
-    from paravec.train.monitor import PATH_SIMILARITY, RETRIEVAL_LOSS, read_history
+    from paravec.core.history_keys import INFONCE_LOSS, PATH_SIMILARITY
+    from paravec.train.monitor import read_history
     from paravec.train.plots import plot_comparison
 
     started = time.monotonic()
@@ -92,7 +93,7 @@ def run_demo(out: Path, steps: int | None = None, benchmark_size: str = "default
         summaries[method] = result["summary"]
         histories[method] = read_history(run_dir / "logs" / "history.jsonl")
     plots = out / "plots"
-    plot_comparison(histories, RETRIEVAL_LOSS, plots / "training_loss.png", title="Training InfoNCE: baseline vs PDF",
+    plot_comparison(histories, INFONCE_LOSS, plots / "training_loss.png", title="Training InfoNCE: baseline vs PDF",
                     smoothing=0.6)
     plot_comparison({"pdf": histories["pdf"]}, PATH_SIMILARITY, plots / "path_similarity.png",
                     title="Cosine similarity between PDF's parallel paths", smoothing=0.6)

@@ -3,7 +3,8 @@
 A saved embedder is a folder:
 
 * ``paravec.json`` -- what to build: the backbone source, loading options, the PDF settings,
-  the LoRA settings (if any), the method and the default inference mode;
+  the LoRA settings (if any), the method and the default inference mode (format 2; folders of
+  format 1, written by paravec 0.1, load too);
 * ``pdf_heads.safetensors`` -- the prefix bank and the aggregator (absent for the baseline);
 * ``lora/`` -- a PEFT LoRA adapter, when the backbone was fine-tuned with LoRA;
 * ``backbone/`` -- full backbone weights, processor and tokenizer, when the folder must stand
@@ -28,16 +29,20 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from paravec.backbones import PRESETS, BackboneOptions, is_preset, load_backbone
-from paravec.backbones.lora import load_lora, save_lora
+from paravec.backbones import BackboneOptions
+from paravec.backbones.lora import base_state_dict, has_lora, load_lora, merge_lora, save_lora
+from paravec.core.atomic import atomic_write_dir
 from paravec.items import Item
 from paravec.pdf.model import PDFConfig, PDFEmbeddingModel
+from paravec.presets import PRESETS, is_preset, load_backbone
 
 SPEC_FILE = "paravec.json"
 HEADS_FILE = "pdf_heads.safetensors"
 LORA_DIR = "lora"
 BACKBONE_DIR = "backbone"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+#: Versions this release reads: 1 kept ``use_prefix`` and ``seed`` in ``pdf`` (see PDFConfig.from_saved).
+READABLE_VERSIONS = (1, 2)
 
 
 @dataclass
@@ -63,12 +68,22 @@ class EmbedderSpec:
         except json.JSONDecodeError as error:
             raise ValueError(f"{path}: not valid JSON ({error})") from None
         version = payload.pop("format_version", None)
-        if version != FORMAT_VERSION:
-            raise ValueError(f"{path}: format_version {version!r} is not supported (expected {FORMAT_VERSION})")
+        if version not in READABLE_VERSIONS:
+            raise ValueError(f"{path}: format_version {version!r} is not supported (this version reads "
+                             f"{', '.join(map(str, READABLE_VERSIONS))}; a newer paravec wrote it?)")
         unknown = set(payload) - set(cls.__dataclass_fields__)
         if unknown:
             raise ValueError(f"{path}: unknown fields {sorted(unknown)}")
-        return cls(**payload)
+        spec = cls(**payload)
+        try:
+            spec.pdf = PDFConfig.from_saved(spec.pdf).to_dict()
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"{path}: pdf: {error}") from None
+        return spec
+
+    @property
+    def paths(self) -> PDFConfig:
+        return PDFConfig(**self.pdf)
 
 
 class Embedder:
@@ -128,9 +143,9 @@ def save_embedder(
     with_backbone: bool = False,
     merge_lora: bool = False,
 ) -> Path:
-    """Save what rebuilding needs, atomically; ``with_backbone`` makes the folder self-contained."""
-    from paravec.train.checkpoint import atomic_write_dir
-
+    """Save what rebuilding needs, atomically; ``with_backbone`` makes the folder self-contained.
+    ``merge_lora`` folds a LoRA adapter into the backbone weights first (in place: the model then
+    computes with the merged weights)."""
     return atomic_write_dir(
         directory, lambda folder: write_embedder_files(model, spec, folder, with_backbone=with_backbone, merge_lora=merge_lora)
     )
@@ -144,37 +159,26 @@ def write_embedder_files(
     heads = {name: p.detach().float().cpu().contiguous() for name, p in model.method_parameters().items()}
     if heads:
         save_file(heads, str(folder / HEADS_FILE))
-    lora_layers = _has_lora(model.backbone)
-    if lora_layers and not merge_lora:
+    lora_layers = has_lora(model.backbone)
+    if lora_layers and merge_lora and with_backbone:
+        merge_lora_into_backbone(model)
+        lora_layers = False
+    if lora_layers:
         save_lora(model.adapter, str(folder / LORA_DIR))
     if with_backbone:
-        _save_backbone(model, folder / BACKBONE_DIR, merge_lora and lora_layers)
+        model.backbone.save_pretrained(str(folder / BACKBONE_DIR), state_dict=base_state_dict(model.backbone))
+        model.adapter.processor.save_pretrained(str(folder / BACKBONE_DIR))
         spec.backbone = BACKBONE_DIR
         if merge_lora:
             spec.lora = None
     (folder / SPEC_FILE).write_text(spec.to_json())
 
 
-def _has_lora(module: torch.nn.Module) -> bool:
-    return any("lora_" in name for name, _ in module.named_parameters())
-
-
-def _save_backbone(model: PDFEmbeddingModel, directory: Path, merge: bool) -> None:
-    """Plain Hugging Face weights: LoRA merged in (``merge``) or left out (base weights only)."""
-    backbone = model.backbone
-    state = {}
-    for name, tensor in backbone.state_dict().items():
-        if "lora_" in name:
-            continue
-        state[name.replace(".base_layer.", ".")] = tensor
-    if merge:
-        for name, module in backbone.named_modules():
-            if hasattr(module, "get_delta_weight") and hasattr(module, "base_layer"):
-                delta = sum(module.get_delta_weight(adapter) for adapter in module.active_adapters)
-                key = f"{name}.weight"
-                state[key] = state[key] + delta.to(state[key].dtype)
-    backbone.save_pretrained(str(directory), state_dict=state)
-    model.adapter.processor.save_pretrained(str(directory))
+def merge_lora_into_backbone(model: PDFEmbeddingModel) -> None:
+    """Fold the model's LoRA adapter into its backbone weights, keeping the model's module tree
+    (the path encoder holds the backbone)."""
+    merge_lora(model.adapter)
+    model.encoder.backbone = model.adapter.model
 
 
 # --------------------------------------------------------------------------- loading
@@ -202,8 +206,10 @@ def load(
         if base_dir is None:
             raise ValueError(f"{source}: spec names LoRA settings but there is no folder to read them from")
         load_lora(adapter, str(base_dir / LORA_DIR))
-    model = PDFEmbeddingModel(adapter, PDFConfig(**spec.pdf))
-    if base_dir is not None and (base_dir / HEADS_FILE).exists():
+    heads_file = base_dir / HEADS_FILE if base_dir is not None else None
+    has_heads = heads_file is not None and heads_file.exists()
+    model = PDFEmbeddingModel(adapter, spec.paths, initialize=not has_heads)
+    if has_heads:
         heads = load_file(str(base_dir / HEADS_FILE))
         own = model.method_parameters()
         if set(heads) != set(own):
@@ -219,7 +225,7 @@ def load(
 
 def _resolve_spec(source: str) -> tuple[EmbedderSpec, Path | None]:
     if is_preset(source):
-        return EmbedderSpec(backbone=source, pdf=PDFConfig().to_dict(), method="pdf"), None
+        return EmbedderSpec(backbone=source, pdf=PDFConfig().to_dict(), method="pdf"), None  # an untrained PDF model
     path = Path(source).expanduser()
     if not path.exists() and (path.is_absolute() or source.startswith((".", "~"))):
         raise ValueError(f"{source}: no such model folder (and not a preset: {', '.join(sorted(PRESETS))})")
@@ -227,6 +233,6 @@ def _resolve_spec(source: str) -> tuple[EmbedderSpec, Path | None]:
         return EmbedderSpec.from_file(path / SPEC_FILE), path
     if path.exists() and not (path / "config.json").is_file():
         raise ValueError(f"{source}: neither a paravec model folder ({SPEC_FILE}) nor a Hugging Face checkpoint (config.json)")
-    baseline = PDFConfig(use_prefix=False).to_dict()
+    baseline = PDFConfig(num_paths=1, prefix_len=0).to_dict()
     return EmbedderSpec(backbone=source, pdf=baseline, method="baseline"), None
 

@@ -15,8 +15,8 @@ that holds only what its inference mode computes with:
 The folder is an ordinary embedder folder (see :mod:`paravec.embedder`) with the backbone
 weights in ``backbone/`` (LoRA merged in, or base weights plus ``lora/``) and a model card,
 ``README.md``, recording the training config and the newest evaluation summary of the run.
-It is written atomically (:func:`paravec.train.checkpoint.atomic_write_dir`): it either holds
-the whole export or is left as it was.
+It is written atomically (:func:`paravec.core.atomic.atomic_write_dir`): it either holds the
+whole export or is left as it was.
 """
 
 from __future__ import annotations
@@ -28,32 +28,17 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 import yaml
 
+from paravec import recipes
+from paravec.backbones.lora import lora_parameter_count
+from paravec.core.atomic import MARKER_NAME, atomic_write_dir, find_problem
+from paravec.core.layout import RUN_SUMMARY_FILE, RunLayout
 from paravec.embedder import BACKBONE_DIR, HEADS_FILE, LORA_DIR, SPEC_FILE, EmbedderSpec, write_embedder_files
 from paravec.pdf.model import PDFConfig, PDFEmbeddingModel
-from paravec.train.checkpoint import MARKER_NAME, atomic_write_dir, find_problem
-from paravec.train.config import RunLayout
+from paravec.pdf.modes import InferenceMode
 
 README_FILE = "README.md"
-RUN_SUMMARY_FILE = "run_summary.json"
-EVAL_DIR = "eval"
-_PATH_MODE = re.compile(r"^path(\d+)$")
-_STEP_FOLDER = re.compile(r"^step-(\d+)$")
-
-METHOD_DESCRIPTIONS = {
-    "pdf": (
-        "Parallel Decoupling Framework (PDF): N parallel paths share one backbone, each steered by "
-        "its own deep prefix (K learnable key/value slots per layer); trained with InfoNCE on every "
-        "path and on their aggregate, plus a mutual-information penalty between paths."
-    ),
-    "baseline": (
-        "VLM2Vec baseline: the last-token hidden state of the backbone, trained with InfoNCE and in-batch negatives."
-    ),
-    "unime-stage1": "UniME stage 1: textual knowledge distillation from a text-embedding teacher.",
-    "unime-stage2": "UniME stage 2: instruction tuning with hard negatives.",
-}
 
 
 class ExportError(ValueError):
@@ -73,7 +58,7 @@ class RunSource:
 
     @property
     def pdf(self) -> PDFConfig:
-        return PDFConfig(**self.spec.pdf)
+        return self.spec.paths
 
 
 def read_run(run_dir: str | os.PathLike) -> RunSource:
@@ -91,7 +76,6 @@ def read_run(run_dir: str | os.PathLike) -> RunSource:
         raise ExportError(f"{layout.final} is incomplete: {problem}")
     try:
         spec = EmbedderSpec.from_file(layout.final / SPEC_FILE)
-        PDFConfig(**spec.pdf)
     except (ValueError, TypeError) as error:
         raise ExportError(f"{layout.final / SPEC_FILE}: {error}") from None
     config_text = layout.config_file.read_text(encoding="utf-8")
@@ -108,53 +92,21 @@ def resolve_mode(source: RunSource, mode: str | None) -> str:
     """The mode to export (default: the run's own inference mode), checked against the model."""
     pdf = source.pdf
     mode = mode or source.spec.default_mode or pdf.default_mode
-    path = _path_index(mode)
-    if path is None and mode not in ("aggregate", "no-prefix"):
-        raise ExportError(f"--mode {mode!r}: unknown mode; use path<i> (e.g. path0), aggregate or no-prefix")
-    if mode == "no-prefix":
-        return mode
-    if not pdf.use_prefix:
+    try:
+        parsed = InferenceMode.parse(mode)
+    except ValueError as error:
+        raise ExportError(f"--mode {error}") from None
+    if parsed.kind != "no-prefix" and not pdf.use_prefix:
         raise ExportError(
             f"--mode {mode}: the run {source.root} trained method {source.spec.method!r} without a prefix; "
             "its only mode is no-prefix"
         )
-    if path is not None and path >= pdf.num_paths:
+    if parsed.kind == "path" and parsed.path >= pdf.num_paths:
         last = pdf.num_paths - 1
         raise ExportError(f"--mode {mode}: the run {source.root} has {pdf.num_paths} paths (path0..path{last})")
-    if mode == "aggregate" and pdf.num_paths < 2:
+    if parsed.kind == "aggregate" and pdf.num_paths < 2:
         raise ExportError(f"--mode aggregate: the run {source.root} has a single path and no aggregator; export path0")
-    return mode
-
-
-# --------------------------------------------------------------------------- narrowing
-def single_path_model(model: PDFEmbeddingModel, path: int) -> PDFEmbeddingModel:
-    """A one-path model (no aggregator) whose prefix is ``model``'s path ``path``.
-
-    It shares ``model``'s backbone; its ``path0`` embedding is ``model``'s ``path<path>``."""
-    if model.prefix is None or not 0 <= path < model.config.num_paths:
-        raise ValueError(f"the model has no path {path}")
-    narrowed = PDFEmbeddingModel(model.adapter, dataclasses.replace(model.config, num_paths=1))
-    with torch.no_grad():
-        narrowed.prefix.keys.copy_(model.prefix.keys[path : path + 1])
-        narrowed.prefix.values.copy_(model.prefix.values[path : path + 1])
-    return narrowed.to(model.prefix.keys.device)
-
-
-def prefix_free_model(model: PDFEmbeddingModel) -> PDFEmbeddingModel:
-    """The backbone alone (no prefix, no aggregator), sharing ``model``'s backbone."""
-    if model.prefix is None:
-        return model
-    return PDFEmbeddingModel(model.adapter, dataclasses.replace(model.config, use_prefix=False, num_paths=1))
-
-
-def model_for_mode(model: PDFEmbeddingModel, mode: str) -> tuple[PDFEmbeddingModel, str]:
-    """The model holding what ``mode`` computes with, and the mode that model loads with."""
-    path = _path_index(mode)
-    if path is not None:
-        return single_path_model(model, path), "path0"
-    if mode == "no-prefix":
-        return prefix_free_model(model), "no-prefix"
-    return model, mode
+    return str(parsed)
 
 
 # --------------------------------------------------------------------------- facts for the card
@@ -176,10 +128,9 @@ class ParameterCounts:
 
 
 def count_parameters(model: PDFEmbeddingModel, lora_merged: bool) -> ParameterCounts:
-    named = dict(model.backbone.named_parameters())
-    lora = sum(p.numel() for name, p in named.items() if "lora_" in name)
+    lora = lora_parameter_count(model.backbone)
     return ParameterCounts(
-        backbone=sum(p.numel() for name, p in named.items() if "lora_" not in name),
+        backbone=sum(p.numel() for p in model.backbone.parameters()) - lora,
         lora=0 if lora_merged else lora,
         prefix=0 if model.prefix is None else sum(p.numel() for p in model.prefix.parameters()),
         aggregator=0 if model.aggregator is None else sum(p.numel() for p in model.aggregator.parameters()),
@@ -197,26 +148,9 @@ class EvalSummary:
 
 
 def newest_eval_summary(run_root: Path) -> EvalSummary | None:
-    """The summary of the highest ``eval/step-<N>/``, else one directly in ``eval/``, else None.
-
-    Periodic evaluation during training writes ``eval/step-<N>/summary.{json,md}``; steps are
-    compared as numbers (step-10 is newer than step-9)."""
-    eval_dir = run_root / EVAL_DIR
-    if not eval_dir.is_dir():
-        return None
-    candidates = []
-    for folder in eval_dir.iterdir():
-        match = _STEP_FOLDER.match(folder.name)
-        if match and folder.is_dir() and _has_summary(folder):
-            candidates.append((int(match.group(1)), folder))
-    if candidates:
-        step, folder = max(candidates)
-        return _read_summary(folder, step)
-    return _read_summary(eval_dir, None) if _has_summary(eval_dir) else None
-
-
-def _has_summary(folder: Path) -> bool:
-    return (folder / "summary.json").is_file() or (folder / "summary.md").is_file()
+    """The newest evaluation summary of a run (:meth:`RunLayout.newest_evaluation`), or None."""
+    found = RunLayout(run_root).newest_evaluation()
+    return None if found is None else _read_summary(*found)
 
 
 def _read_summary(folder: Path, step: int | None) -> EvalSummary:
@@ -280,7 +214,7 @@ def export_run(
         embedder = load(source.final)
     except (OSError, ValueError) as error:
         raise ExportError(f"{source.final}: cannot be loaded ({error})") from None
-    model, load_mode = model_for_mode(embedder.model, mode)
+    model, load_mode = embedder.model.restricted_to(mode)
     counts = count_parameters(model, lora_merged=merge_lora)
     spec = EmbedderSpec(
         backbone=source.spec.backbone,
@@ -343,7 +277,7 @@ def model_card(
         "",
         "| | |",
         "|---|---|",
-        f"| Method | `{spec.method}`: {METHOD_DESCRIPTIONS.get(spec.method, 'see the training configuration')} |",
+        f"| Method | `{spec.method}`: {_method_description(spec.method)} |",
         f"| Backbone | `{trained_from}` (Hugging Face model type `{model_type}`) |",
         f"| Paths trained (N) | {pdf.num_paths if pdf.use_prefix else '1 (no prefix)'} |",
         f"| Prefix length (K) | {pdf.prefix_len if pdf.use_prefix else '0 (no prefix)'} |",
@@ -419,6 +353,12 @@ def model_card(
     return "\n".join(lines) + "\n"
 
 
+def _method_description(method: str) -> str:
+    if recipes.is_registered(method):
+        return recipes.recipe_for(method).description
+    return "see the training configuration"
+
+
 def _count_or_none(count: int) -> str:
     return f"{count:,}" if count else "none (not used by this mode)"
 
@@ -455,7 +395,7 @@ def _heads_description(result: ExportResult) -> str:
 
 def _evaluation_section(summary: EvalSummary | None, run_root: Path) -> list[str]:
     if summary is None:
-        return [f"No evaluation summary was found under `{run_root / EVAL_DIR}`."]
+        return [f"No evaluation summary was found under `{RunLayout(run_root).evaluations}`."]
     where = f"`{summary.folder.relative_to(run_root).as_posix()}/`"
     header = f"From {where}" + (f" (step {summary.step})" if summary.step is not None else "")
     data = summary.data or {}
@@ -476,8 +416,7 @@ def _evaluation_section(summary: EvalSummary | None, run_root: Path) -> list[str
 
 def _path_index(mode: str) -> int | None:
     """``i`` for a ``path<i>`` mode, None for any other."""
-    match = _PATH_MODE.match(mode)
-    return int(match.group(1)) if match else None
+    return InferenceMode.parse(mode).path
 
 
 def _fenced(text: str, language: str) -> list[str]:

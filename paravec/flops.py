@@ -401,7 +401,7 @@ def transformers_config(config_dict: dict[str, Any]) -> Any:
 
 def load_config(backbone: str) -> Any:
     """The config of a built-in name, a local model directory holding config.json, or a preset."""
-    from paravec.backbones.presets import PRESETS, is_preset
+    from paravec.presets import PRESETS, is_preset, preset_config
 
     if backbone in BUILTIN_CONFIGS:
         return transformers_config(BUILTIN_CONFIGS[backbone])
@@ -416,8 +416,7 @@ def load_config(backbone: str) -> Any:
         except ValueError as error:
             raise ValueError(f"{path}: {error}") from error
     if is_preset(backbone):
-        config, _processor = PRESETS[backbone].build()
-        return config
+        return preset_config(backbone)
     raise ValueError(
         f"unknown backbone {backbone!r}: not a built-in config ({', '.join(BUILTIN_CONFIGS)}), "
         f"a preset ({', '.join(PRESETS)}) nor a directory with a config.json"

@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from paravec.core import history_keys as keys
+from paravec.core.schema import NON_NEGATIVE, POSITIVE, Section, option
 from paravec.distributed import gather_with_grad_and_offset
 
 MIMTerm = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -87,33 +89,24 @@ def path_cosine_similarity(paths: torch.Tensor) -> float:
         return float((off_diagonal_sum / (n * (n - 1))).mean())
 
 
-@dataclass(frozen=True)
-class PDFLossConfig:
+@dataclass(frozen=True, kw_only=True)
+class PDFLossConfig(Section):
     """Weights of the PDF objective (paper eq. 7-8; defaults from section 4.1).
 
-    Table 3 ablations map to: ``lambda_con=0`` (no per-path "Sub Loss", R4),
-    ``lambda_mim=0`` (no MIM, R3; the estimator is then never called), aggregate ``None``
-    (single path / baseline, R1-R2).
+    ``temperature`` divides cosine similarities (paper: 0.02). Table 3 ablations map to:
+    ``lambda_con=0`` (no per-path "Sub Loss", R4), ``lambda_mim=0`` (no MIM, R3; the estimator
+    is then never called), aggregate ``None`` (single path / baseline, R1-R2).
     """
 
-    temperature: float = 0.02
-    lambda_con: float = 1.0
-    lambda_mim: float = 1e-4
-    gather: bool = True
-
-    def __post_init__(self) -> None:
-        if self.temperature <= 0:
-            raise ValueError(f"temperature must be positive, got {self.temperature}")
-        if self.lambda_con < 0 or self.lambda_mim < 0:
-            raise ValueError(
-                f"loss weights must be non-negative, got lambda_con={self.lambda_con}, "
-                f"lambda_mim={self.lambda_mim}"
-            )
+    temperature: float = option(0.02, POSITIVE)
+    lambda_con: float = option(1.0, NON_NEGATIVE)
+    lambda_mim: float = option(1e-4, NON_NEGATIVE)
 
 
 @dataclass
 class LossOutput:
-    """The scalar to backpropagate and detached per-term values for logging."""
+    """The scalar to backpropagate and detached per-term values for logging, under the names of
+    :mod:`paravec.core.history_keys` (logged as they are)."""
 
     total: torch.Tensor
     terms: dict[str, torch.Tensor] = field(default_factory=dict)
@@ -135,9 +128,12 @@ class PDFObjective(nn.Module):
     hard negatives.
     """
 
-    def __init__(self, config: PDFLossConfig | None = None) -> None:
+    def __init__(self, config: PDFLossConfig | None = None, *, gather: bool = True) -> None:
         super().__init__()
         self.config = config or PDFLossConfig()
+        #: Gather targets from every process (with gradient) as negatives; off for tests that
+        #: compute one process's loss alone.
+        self.gather = gather
 
     def forward(
         self,
@@ -150,35 +146,36 @@ class PDFObjective(nn.Module):
     ) -> LossOutput:
         cfg = self.config
         self._check_inputs(query_paths, query_aggregate, target_paths, target_aggregate, mim)
-        term = contrastive or (lambda q, t, view: info_nce(q, t, cfg.temperature, cfg.gather))
+        term = contrastive or (lambda q, t, view: info_nce(q, t, cfg.temperature, self.gather))
         num_paths = query_paths.shape[1]
-        has_aggregate = query_aggregate is not None
         terms: dict[str, torch.Tensor] = {}
-        total = query_paths.new_zeros((), dtype=torch.float32)
 
-        if has_aggregate:
-            aggregate_loss = term(query_aggregate, target_aggregate, None)
-            terms["loss/aggregate"] = aggregate_loss.detach()
-            total = total + aggregate_loss
-
-        path_weight = cfg.lambda_con if has_aggregate else 1.0
-        # With the per-path term switched off the path losses are still worth plotting; they are
-        # then computed without a graph.
-        with torch.set_grad_enabled(torch.is_grad_enabled() and path_weight > 0):
+        if query_aggregate is None:  # no aggregate: the paths' mean InfoNCE is the contrastive loss
             path_losses = [term(query_paths[:, i], target_paths[:, i], i) for i in range(num_paths)]
-        paths_mean = torch.stack(path_losses).mean()
-        for i, loss in enumerate(path_losses):
-            terms[f"loss/path_{i}"] = loss.detach()
-        terms["loss/paths_mean"] = paths_mean.detach()
-        if path_weight > 0:
-            total = total + path_weight * paths_mean
+            total = torch.stack(path_losses).mean()
+            terms[keys.INFONCE_LOSS] = total.detach()
+            if num_paths > 1:
+                terms.update({keys.path_loss(i): loss.detach() for i, loss in enumerate(path_losses)})
+        else:
+            total = term(query_aggregate, target_aggregate, None)
+            terms[keys.INFONCE_LOSS] = total.detach()
+            # With the per-path term switched off the path losses are still worth plotting; they
+            # are then computed without a graph.
+            with torch.set_grad_enabled(torch.is_grad_enabled() and cfg.lambda_con > 0):
+                path_losses = [term(query_paths[:, i], target_paths[:, i], i) for i in range(num_paths)]
+            paths_mean = torch.stack(path_losses).mean()
+            for i, loss in enumerate(path_losses):
+                terms[keys.path_loss(i)] = loss.detach()
+            terms[keys.PATHS_LOSS] = paths_mean.detach()
+            if cfg.lambda_con > 0:
+                total = total + cfg.lambda_con * paths_mean
 
         if cfg.lambda_mim > 0:
             mim_loss = mim(query_paths, target_paths)  # type: ignore[misc]
-            terms["loss/mim"] = mim_loss.detach()
+            terms[keys.MIM_LOSS] = mim_loss.detach()
             total = total + cfg.lambda_mim * mim_loss
 
-        terms["loss/total"] = total.detach()
+        terms[keys.TOTAL_LOSS] = total.detach()
         return LossOutput(total=total, terms=terms)
 
     def _check_inputs(

@@ -57,7 +57,7 @@ def small_mini(tmp_path_factory):
 
 
 def test_a_saved_run_resumes_from_its_checkpoint(small_mini, tmp_path):
-    from paravec.train.config import load_config
+    from paravec.config import load_config
     from paravec.train.loop import Trainer
 
     run = tmp_path / "run"

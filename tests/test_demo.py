@@ -4,7 +4,7 @@ import json
 
 from paravec.cli import main
 from paravec.demo import DEMO_RUN, METHODS, demo_config
-from paravec.train.config import load_config
+from paravec.config import load_config
 
 
 def test_demo_runs_end_to_end_and_writes_the_comparison(tmp_path, capsys):

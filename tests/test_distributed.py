@@ -110,7 +110,7 @@ def _train_estimator(minimizer: MutualInformationMinimizer, query: torch.Tensor,
 def _trained_estimator_state(rank: int) -> dict:
     """Ranks start from different weights and see different local batches."""
     torch.manual_seed(100 + rank)
-    minimizer = MutualInformationMinimizer(DIM, num_paths=2, config=MIMConfig(estimator_lr=1e-2))
+    minimizer = MutualInformationMinimizer(DIM, num_paths=2, config=MIMConfig(lr=1e-2))
     distributed.broadcast_parameters(minimizer)
     query, target = _mim_paths(MIM_SIZES)
     rows = _rows(MIM_SIZES, rank)
@@ -209,7 +209,7 @@ def test_all_reduce_gradients_averages_and_fills_missing(results):
 def test_mim_estimators_stay_identical_across_ranks(results):
     """Broadcast start + training on gathered embeddings = one process training on the whole batch."""
     torch.manual_seed(100)  # rank 0's initial weights, which the broadcast hands to every rank
-    minimizer = MutualInformationMinimizer(DIM, num_paths=2, config=MIMConfig(estimator_lr=1e-2))
+    minimizer = MutualInformationMinimizer(DIM, num_paths=2, config=MIMConfig(lr=1e-2))
     initial = {name: value.clone() for name, value in minimizer.state_dict().items()}
     expected = _train_estimator(minimizer, *_mim_paths(MIM_SIZES))
     for result in results:

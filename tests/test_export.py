@@ -19,7 +19,7 @@ from paravec.data.mini import generate_mini_benchmark
 from paravec.embedder import HEADS_FILE, SPEC_FILE
 from paravec.export import newest_eval_summary
 from paravec.items import Item
-from paravec.train.config import config_from_dict
+from paravec.config import config_from_dict
 from paravec.train.loop import Trainer
 
 
@@ -147,7 +147,7 @@ def test_export_loads_offline_after_the_run_is_deleted(run, items, reference, tm
         raise AssertionError("the export must not rebuild its backbone from a preset")
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setattr("paravec.backbones.loading.build_preset", no_preset)
+    monkeypatch.setattr("paravec.presets.build_preset", no_preset)
     np.testing.assert_allclose(paravec.load(moved).encode(items), reference["path1"], atol=1e-5)
 
     images = tmp_path / "images"

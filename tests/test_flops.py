@@ -124,7 +124,7 @@ def test_pdf_params_match_the_prefix_bank_and_aggregator():
 
 @pytest.mark.parametrize("name", ["tiny-qwen2-vl", "tiny-llava-next"])
 def test_params_of_presets_match_their_models(name):
-    from paravec.backbones.presets import build_preset
+    from paravec.presets import build_preset
 
     _adapter, model, _processor = build_preset(name)
     assert flops.architecture(flops.load_config(name)).params == n_params(model)

@@ -4,7 +4,7 @@ import pytest
 import torch
 from PIL import Image
 
-from paravec.backbones import load_backbone
+from paravec.presets import load_backbone
 from paravec.backbones.lora import LoraSettings, apply_lora
 from paravec.gradcache import GradCache, RandomState, plain_step
 from paravec.items import Item
@@ -29,9 +29,9 @@ def _setup():
         if hasattr(module, "attention_dropout"):
             module.attention_dropout = 0.1
     apply_lora(adapter, LoraSettings(r=4, alpha=8, dropout=0.2))
-    model = PDFEmbeddingModel(adapter, PDFConfig(num_paths=2, prefix_len=3, prefix_init_std=0.3)).train()
+    model = PDFEmbeddingModel(adapter, PDFConfig(num_paths=2, prefix_len=3, prefix_init="normal", prefix_init_std=0.3)).train()
     mim = MutualInformationMinimizer(model.dim, 2, MIMConfig())
-    objective = PDFObjective(PDFLossConfig(lambda_mim=0.1, gather=False))
+    objective = PDFObjective(PDFLossConfig(lambda_mim=0.1), gather=False)
 
     def loss_fn(q, t):
         qa, ta = model.aggregate(q), model.aggregate(t)
@@ -127,8 +127,8 @@ def test_non_finite_loss_back_propagates_nothing():
 
 def test_gradcache_with_a_negatives_group_equals_a_full_batch_step():
     """A third group (dataset hard negatives, UniME stage 2) is chunked, cached and re-run too."""
-    from paravec.train.config import config_from_dict
-    from paravec.train.setup import contrastive_loss_fn
+    from paravec.config import config_from_dict
+    from paravec.recipes.contrastive import ContrastiveObjective
 
     model, _, _ = _setup()
     cfg = config_from_dict({
@@ -137,7 +137,7 @@ def test_gradcache_with_a_negatives_group_equals_a_full_batch_step():
         "data": {"train_dir": "unused", "image_root": "unused"}, "train": {"max_steps": 1, "batch_size": 6},
         "optim": {"warmup_steps": 0},
     })
-    hard_loss = contrastive_loss_fn(model, None, cfg, gather=False)
+    hard_loss = ContrastiveObjective(model, None, cfg, gather=False).loss
     owners = torch.tensor([0, 3, 4])
 
     def loss_fn(q, t, n):

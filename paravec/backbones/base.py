@@ -15,14 +15,13 @@ serve; :func:`adapter_for` picks one by a config's ``model_type``, never by a na
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from typing import Any, ClassVar, Sequence
 
 import torch
 from PIL import Image
 from torch import nn
 from transformers import PretrainedConfig, PreTrainedModel
-
-from paravec.pdf.prefix import KVGeometry
 
 _REGISTRY: dict[str, type["BackboneAdapter"]] = {}
 
@@ -49,6 +48,15 @@ def supported_model_types() -> list[str]:
 
 
 Batch = dict[str, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class KVGeometry:
+    """The shape of one language model's keys and values, per layer (what a deep prefix must match)."""
+
+    num_layers: int
+    num_kv_heads: int
+    head_dim: int
 
 
 class BackboneAdapter(ABC):
@@ -204,11 +212,6 @@ class BackboneAdapter(ABC):
         mask = batch["attention_mask"]
         positions = mask.long().cumsum(-1) - 1
         return positions.masked_fill(mask == 0, 0)
-
-    @staticmethod
-    def batch_dim_of_positions(position_ids: torch.Tensor) -> int:
-        """Index of the batch dimension in ``position_ids`` (``[B, L]`` or ``[3, B, L]``)."""
-        return position_ids.dim() - 2
 
     # ------------------------------------------------------------------- run
     def run_language_model(

@@ -1,66 +1,50 @@
-"""Load a backbone from a preset name, a local folder or a hub id, with run-time options."""
+"""Load a backbone from a local folder or a hub id, with run-time options.
+
+Named presets (models built from config classes, offline) are one layer up, in
+:mod:`paravec.presets`, which also uses :func:`finish_loading` so that options apply the same way.
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Optional, Union
+from typing import Any
 
 import torch
-from transformers import AutoConfig
+from transformers import AutoConfig, PreTrainedModel
 from transformers.utils import is_flash_attn_2_available
 
 from paravec.backbones.base import BackboneAdapter, adapter_for
-from paravec.backbones.presets import build_preset, is_preset
+from paravec.backbones.settings import BackboneOptions
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-ATTENTION = ("sdpa", "eager", "flash_attention_2", "auto")
 
 
-@dataclass
-class BackboneOptions:
-    """How to load a backbone; none of these change what a checkpoint means, only how it runs."""
-
-    dtype: str = "float32"
-    #: "auto" picks flash-attention-2 when it is installed and a GPU is present, else SDPA.
-    attn_implementation: str = "sdpa"
-    gradient_checkpointing: bool = False
-    #: "low", "high", "default" (the checkpoint's own) or a pixel budget.
-    image_resolution: Union[str, int] = "default"
-    #: Longest text (in tokens, image tokens not counted) an item keeps; None keeps everything.
-    max_text_tokens: Optional[int] = None
-
-    def __post_init__(self) -> None:
-        if self.dtype not in DTYPES:
-            raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
-        if self.attn_implementation not in ATTENTION:
-            raise ValueError(f"attn_implementation must be one of {', '.join(ATTENTION)}, got {self.attn_implementation!r}")
-        if self.attn_implementation == "flash_attention_2" and not is_flash_attn_2_available():
-            raise ValueError("attn_implementation 'flash_attention_2' needs the flash-attn package and a GPU")
-
-    def resolved_attention(self) -> str:
-        if self.attn_implementation != "auto":
-            return self.attn_implementation
-        if is_flash_attn_2_available() and torch.cuda.is_available() and self.dtype != "float32":
-            return "flash_attention_2"
-        return "sdpa"
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+def resolved_attention(options: BackboneOptions) -> str:
+    """The attention implementation to build with (``auto`` decided on this machine)."""
+    if options.attn_implementation == "flash_attention_2" and not is_flash_attn_2_available():
+        raise ValueError("attn_implementation 'flash_attention_2' needs the flash-attn package and a GPU")
+    if options.attn_implementation != "auto":
+        return options.attn_implementation
+    if is_flash_attn_2_available() and torch.cuda.is_available() and options.dtype != "float32":
+        return "flash_attention_2"
+    return "sdpa"
 
 
-def load_backbone(source: str, options: BackboneOptions | None = None) -> BackboneAdapter:
-    """A ready adapter for ``source``: a preset name, a model folder or a hub id."""
+def load_pretrained(source: str, options: BackboneOptions | None = None) -> BackboneAdapter:
+    """A ready adapter for a Hugging Face checkpoint folder or hub id (family from its ``model_type``)."""
     options = options or BackboneOptions()
-    dtype = DTYPES[options.dtype]
-    attention = options.resolved_attention()
-    if is_preset(source):
-        adapter_class, model, processor = build_preset(source, dtype=dtype, attn_implementation=attention)
-    else:
-        config = AutoConfig.from_pretrained(source)
-        adapter_class = adapter_for(config.model_type)
-        model = adapter_class.model_class.from_pretrained(source, dtype=dtype, attn_implementation=attention)
-        model.eval()
-        processor = adapter_class.load_processor(source)
+    config = AutoConfig.from_pretrained(source)
+    adapter_class = adapter_for(config.model_type)
+    model = adapter_class.model_class.from_pretrained(
+        source, dtype=DTYPES[options.dtype], attn_implementation=resolved_attention(options)
+    )
+    return finish_loading(adapter_class, model, adapter_class.load_processor(source), options)
+
+
+def finish_loading(
+    adapter_class: type[BackboneAdapter], model: PreTrainedModel, processor: Any, options: BackboneOptions
+) -> BackboneAdapter:
+    """Wrap a built model in its adapter and apply the options that are not about weights."""
+    model.eval()
     adapter = adapter_class(model, processor)
     adapter.apply_resolution(options.image_resolution)
     adapter.max_text_tokens = options.max_text_tokens

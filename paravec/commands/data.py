@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from paravec.cli import CommandError
-from paravec.data.images import BadSampleError
+from paravec.core.errors import BadSampleError
 from paravec.data.mini import BENCHMARK_SIZES, generate_mini_benchmark
 from paravec.data.mmeb_train import (
     SPLITS, DatasetFormatError, MMEBTrainDataset, MMEBTrainSource, SkipTally, collate_train_pairs,

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,7 +71,8 @@ def read_records(path: Path) -> list[ItemRecord]:
 
 
 def to_items(records: list[ItemRecord], input_path: Path, image_root: Path | None):
-    from paravec.data.images import BadSampleError, load_image
+    from paravec.core.errors import BadSampleError
+    from paravec.data.images import load_image
     from paravec.items import Item
 
     items = []
@@ -117,12 +116,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def write_npy_atomically(path: Path, array: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            np.save(stream, array)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    from paravec.core.atomic import atomic_file
+
+    with atomic_file(path) as stream:
+        np.save(stream, array)

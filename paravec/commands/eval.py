@@ -115,8 +115,8 @@ def _register_convert(commands: argparse._SubParsersAction) -> None:
 @contextmanager
 def _user_errors() -> Iterator[None]:
     """Bad data or paths become one-line command errors; anything else keeps its traceback."""
-    from paravec.data.images import BadSampleError
-    from paravec.data.mmeb_train import DatasetFormatError
+    from paravec.core.errors import BadSampleError
+    from paravec.core.errors import DatasetFormatError
 
     try:
         yield
@@ -178,7 +178,8 @@ def run_mmeb(args: argparse.Namespace) -> int:
 
 def run_retrieval(args: argparse.Namespace) -> int:
     from paravec.eval.gallery import render_gallery, retrieval_gallery_rows
-    from paravec.eval.report import retrieval_markdown, write_json_atomic
+    from paravec.core.atomic import write_json_atomic
+    from paravec.eval.report import retrieval_markdown
     from paravec.eval.retrieval import evaluate_retrieval, read_captions
 
     if args.show and args.out is None:

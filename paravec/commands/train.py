@@ -1,6 +1,6 @@
 """``paravec train CONFIG.yaml [--set key=value ...] [--resume]``.
 
-One YAML file per run (see :mod:`paravec.train.config`). Under ``accelerate launch`` the same
+One YAML file per run (see :mod:`paravec.config`). Under ``accelerate launch`` the same
 command trains on many processes; see the README for multi-GPU and multi-node launches.
 """
 
@@ -23,7 +23,7 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from paravec.train.config import ConfigError, load_config
+    from paravec.config import ConfigError, load_config
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     for noisy in ("httpx", "transformers", "accelerate"):
@@ -34,8 +34,8 @@ def run(args: argparse.Namespace) -> int:
         cfg = load_config(args.config, args.overrides)
     except ConfigError as error:
         raise CommandError(str(error)) from None
-    from paravec.data.images import BadSampleError
-    from paravec.data.mmeb_train import DatasetFormatError
+    from paravec.core.errors import BadSampleError
+    from paravec.core.errors import DatasetFormatError
     from paravec.train.loop import Trainer, TrainingStopped
 
     trainer = None

@@ -34,7 +34,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_teacher(args: argparse.Namespace) -> int:
-    from paravec.data.mmeb_train import DatasetFormatError, MMEBTrainSource
+    from paravec.core.errors import DatasetFormatError
+    from paravec.data.mmeb_train import MMEBTrainSource
     from paravec.unime.teacher import compute_teacher_embeddings
 
     if args.max_per_subset < 0 or args.batch_size < 1:

@@ -11,67 +11,19 @@ as they are, because user-made training sets legitimately point at images elsewh
 
 from __future__ import annotations
 
-import functools
 import os
 from pathlib import Path
 from typing import Optional, Union
 
 from PIL import Image
 
+from paravec.core.errors import BadSampleError
+
 PathLike = Union[str, os.PathLike]
 
 # 8192 x 8192 is far above any MMEB image and every VLM processor downsizes to a few megapixels;
 # the cap stops one corrupt or hostile header from allocating gigabytes inside a loader worker.
 DEFAULT_MAX_IMAGE_PIXELS = 8192 * 8192
-
-
-class BadSampleError(ValueError):
-    """A sample that cannot be used: which data file, which row, which image, and why.
-
-    ``file`` and ``row`` locate the sample in its dataset file (either may be unknown);
-    ``image_path`` is the image path as the dataset wrote it.
-    """
-
-    def __init__(
-        self,
-        reason: str,
-        *,
-        file: Optional[PathLike] = None,
-        row: Optional[int] = None,
-        image_path: Optional[str] = None,
-    ) -> None:
-        self.reason = reason
-        self.file = None if file is None else str(file)
-        self.row = row
-        self.image_path = image_path
-        super().__init__(self._message())
-
-    def _message(self) -> str:
-        where = []
-        if self.file is not None:
-            where.append(self.file)
-        if self.row is not None:
-            where.append(f"row {self.row}")
-        if self.image_path is not None:
-            where.append(f"image {self.image_path!r}")
-        prefix = ", ".join(where)
-        return f"{prefix}: {self.reason}" if prefix else self.reason
-
-    def located(self, *, file: Optional[PathLike] = None, row: Optional[int] = None) -> "BadSampleError":
-        """The same error with the dataset file and row filled in (kept where already known)."""
-        return BadSampleError(
-            self.reason,
-            file=self.file if self.file is not None else file,
-            row=self.row if self.row is not None else row,
-            image_path=self.image_path,
-        )
-
-    def __reduce__(self):
-        # Keep the fields when the error crosses a process boundary (DataLoader workers).
-        rebuild = functools.partial(
-            BadSampleError, file=self.file, row=self.row, image_path=self.image_path
-        )
-        return (rebuild, (self.reason,))
 
 
 def resolve_image_path(root: Optional[PathLike], image_path: str) -> Path:

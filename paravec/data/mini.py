@@ -721,7 +721,7 @@ def _readme(seed: int, size_name: str, tasks: dict[str, dict]) -> str:
         "(MMEB-eval columns, correct candidate at index 0), images under `images/` (parquet paths are",
         "relative to it), generation details per row in `metadata/`.",
         "",
-        f"Held-out colour-shape pairs (never in training images): "
+        "Held-out colour-shape pairs (never in training images): "
         + ", ".join(f"{c} {s}" for c, s in sorted(HELD_OUT_COMBOS)) + ".",
         "",
         "| Subset | Meta-task | Split | Train rows | Eval rows | Candidates | Description |",

@@ -44,7 +44,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from torch.utils.data import Dataset
 
-from paravec.data.images import DEFAULT_MAX_IMAGE_PIXELS, BadSampleError, load_image
+from paravec.core.errors import BadSampleError, DatasetFormatError
+from paravec.data.images import DEFAULT_MAX_IMAGE_PIXELS, load_image
 from paravec.items import MMEB_IMAGE_PLACEHOLDER, Item
 
 PathLike = Union[str, os.PathLike]
@@ -55,10 +56,6 @@ REQUIRED_COLUMNS = ("qry", "qry_image_path", "pos_text", "pos_image_path")
 NEGATIVE_COLUMNS = ("neg_text", "neg_image_path")
 SPLITS = ("original", "diverse_instruction")
 PAPER_ROWS_PER_SUBSET = 50_000
-
-
-class DatasetFormatError(ValueError):
-    """A data file or folder that does not have the expected layout, columns or types."""
 
 
 @dataclass(frozen=True)

@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional, Protocol, Sequence
@@ -29,8 +27,11 @@ from typing import Callable, Optional, Protocol, Sequence
 import numpy as np
 from PIL import Image
 
-from paravec.data.images import BadSampleError, load_image
-from paravec.data.mmeb_train import DatasetFormatError
+from paravec.core.atomic import atomic_file
+from paravec.core.errors import BadSampleError
+
+from paravec.data.images import load_image
+from paravec.core.errors import DatasetFormatError
 from paravec.items import Item
 
 SHARD_GLOB = "shard-*.npz"
@@ -126,16 +127,8 @@ class EmbeddingCache:
         if not len(keys):
             return
         final = self.directory / f"shard-{self._next_shard:06d}.npz"
-        handle, temporary = tempfile.mkstemp(dir=self.directory, prefix=".shard-", suffix=".tmp")
-        try:
-            with os.fdopen(handle, "wb") as stream:
-                np.savez(stream, keys=np.asarray(keys, dtype=str), vectors=vectors)
-                stream.flush()
-                os.fsync(stream.fileno())
-            os.replace(temporary, final)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
+        with atomic_file(final, fsync=True) as stream:
+            np.savez(stream, keys=np.asarray(keys, dtype=str), vectors=vectors)
         self._next_shard += 1
         for key, vector in zip(keys, vectors):
             self._rows[key] = vector

@@ -33,10 +33,11 @@ from typing import Iterator, Optional, Sequence
 import numpy as np
 import pyarrow.parquet as pq
 
-from paravec.data.mmeb_train import DatasetFormatError
+from paravec.core.errors import DatasetFormatError
 from paravec.eval.cache import EmbeddingCache, Encoder, ItemRef, embed_unique, image_loader
 from paravec.eval.mmeb_tasks import load_task_table
-from paravec.eval.report import summarize, write_json_atomic, write_summary, write_text_atomic
+from paravec.core.atomic import write_json_atomic, write_text_atomic
+from paravec.eval.report import summarize, write_summary
 from paravec.items import MMEB_IMAGE_PLACEHOLDER
 
 QUERY_COLUMNS = ("qry_text", "qry_img_path")

@@ -9,12 +9,10 @@ table count in the overall mean only and are listed under ``unassigned``.
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Mapping
 
+from paravec.core.atomic import write_json_atomic, write_text_atomic
 from paravec.eval.mmeb_tasks import META_TASKS, SPLITS, TaskInfo, expected_counts
 
 
@@ -106,20 +104,3 @@ def retrieval_markdown(scores: Mapping) -> str:
     for label, key in (("text -> image", "text_to_image"), ("image -> text", "image_to_text")):
         lines.append(f"| {label} | " + " | ".join(_percent(scores[key][str(k)]) for k in ks) + " |")
     return "\n".join(lines) + "\n"
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write ``text`` through a temporary file and a rename: readers never see half a file."""
-    path = Path(path)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(text)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
-def write_json_atomic(path: Path, payload: Mapping) -> None:
-    write_text_atomic(path, json.dumps(payload, indent=2, ensure_ascii=False) + "\n")

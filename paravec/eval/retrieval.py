@@ -27,7 +27,7 @@ from typing import Iterable, Optional, Sequence
 
 import numpy as np
 
-from paravec.data.mmeb_train import DatasetFormatError
+from paravec.core.errors import DatasetFormatError
 from paravec.eval.cache import EmbeddingCache, Encoder, ItemRef, embed_unique, image_loader
 
 CAPTIONS_FILE = "captions.jsonl"

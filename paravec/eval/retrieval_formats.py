@@ -24,7 +24,7 @@ import json
 from pathlib import Path
 from typing import Callable, Iterator
 
-from paravec.data.mmeb_train import DatasetFormatError
+from paravec.core.errors import DatasetFormatError
 
 SHAREGPT4V_EVAL_SIZE = 1000
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")

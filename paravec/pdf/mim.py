@@ -41,42 +41,43 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
+from paravec.core.schema import POSITIVE, Section, option
 from paravec.distributed import gather_with_grad
 from paravec.pdf.club import CLUB
 
 SIDES = ("query", "target")
+_SIDES_OF = {"both": SIDES, "query": ("query",), "target": ("target",)}
 
 
-@dataclass(frozen=True)
-class MIMConfig:
-    """How the MIM term is formed; see the module docstring for the reasons behind the defaults."""
+@dataclass(frozen=True, kw_only=True)
+class MIMConfig(Section):
+    """How the MIM term is formed (the ``loss.mim`` section); see the module docstring for the
+    reasons behind the defaults.
 
-    pairs: Literal["all_ordered", "unordered"] = "all_ordered"
-    apply_to: tuple[str, ...] = SIDES
-    combine_sides: Literal["mean", "sum"] = "mean"
+    - ``estimator``: ``shared`` (one q(h_i | h_j) for every ordered pair of paths) or
+      ``per_pair`` (one estimator per pair).
+    - ``hidden_mult``: d_h = hidden_mult * d (the paper: 4; each MLP's middle layer is d_h/2).
+    - ``lr`` and ``steps``: the estimator's own Adam learning rate and how many
+      maximum-likelihood updates it gets per training step, on detached embeddings, before the
+      bound is taken.
+    - ``apply_to``: the embeddings whose paths are decoupled: queries, targets or both.
+    - ``pairs``: ``all_ordered`` (i != j, both directions) or ``unordered`` (i < j).
+    - ``combine_sides``: average (``mean``) or add (``sum``) the query and target bounds.
+    - ``exclude_self``: the bound's negative term leaves out the positive pair (paper eq. 5).
+    """
+
     estimator: Literal["shared", "per_pair"] = "shared"
-    hidden_mult: int = 4
-    estimator_lr: float = 1e-4
-    estimator_steps: int = 1
+    hidden_mult: int = option(4, POSITIVE)
+    lr: float = option(1e-4, POSITIVE)
+    steps: int = option(1, POSITIVE)
+    apply_to: Literal["both", "query", "target"] = "both"
+    pairs: Literal["all_ordered", "unordered"] = "all_ordered"
+    combine_sides: Literal["mean", "sum"] = "mean"
     exclude_self: bool = True
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "apply_to", tuple(self.apply_to))  # YAML gives lists
-        choices = {
-            "pairs": ("all_ordered", "unordered"),
-            "combine_sides": ("mean", "sum"),
-            "estimator": ("shared", "per_pair"),
-        }
-        for name, allowed in choices.items():
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"MIMConfig.{name} must be one of {allowed}, got {getattr(self, name)!r}")
-        if not self.apply_to or len(set(self.apply_to)) != len(self.apply_to) or not set(self.apply_to) <= set(SIDES):
-            raise ValueError(f"MIMConfig.apply_to must be distinct entries of {SIDES}, got {self.apply_to!r}")
-        if self.hidden_mult < 1 or self.estimator_steps < 1 or self.estimator_lr <= 0:
-            raise ValueError(
-                "MIMConfig.hidden_mult and estimator_steps must be >= 1 and estimator_lr > 0, got "
-                f"{self.hidden_mult}, {self.estimator_steps}, {self.estimator_lr}"
-            )
+    @property
+    def sides(self) -> tuple[str, ...]:
+        return _SIDES_OF[self.apply_to]
 
 
 def path_pairs(num_paths: int, pairs: str) -> list[tuple[int, int]]:
@@ -124,20 +125,20 @@ class MutualInformationMinimizer(nn.Module):
         self.register_buffer("_conditioning", torch.tensor([j for _, j in self.pairs]), persistent=False)
 
     def make_optimizer(self) -> torch.optim.Optimizer:
-        """Adam over the estimator parameters at ``config.estimator_lr``."""
-        return torch.optim.Adam(self.parameters(), lr=self.config.estimator_lr)
+        """Adam over the estimator parameters at ``config.lr``."""
+        return torch.optim.Adam(self.parameters(), lr=self.config.lr)
 
     def estimator_step(
         self, query_paths: torch.Tensor, target_paths: torch.Tensor, optimizer: torch.optim.Optimizer
     ) -> torch.Tensor:
-        """Stage 1: ``estimator_steps`` maximum-likelihood steps on detached, gathered embeddings.
+        """Stage 1: ``config.steps`` maximum-likelihood steps on detached, gathered embeddings.
 
         The learning loss is the negative log-likelihood averaged over pairs and the configured
         sides. Returns the (unnormalised, see :class:`CLUB`) log-likelihood of the last step's
         forward, detached, for logging. Puts no gradient on the embeddings.
         """
         sides = [gather_with_grad(paths.detach()) for paths in self._sides(query_paths, target_paths)]
-        for _ in range(self.config.estimator_steps):
+        for _ in range(self.config.steps):
             optimizer.zero_grad(set_to_none=True)
             log_likelihood = torch.stack([self._over_pairs(paths, _log_likelihood) for paths in sides]).mean()
             (-log_likelihood).backward()
@@ -155,8 +156,8 @@ class MutualInformationMinimizer(nn.Module):
 
     def _sides(self, query_paths: torch.Tensor, target_paths: torch.Tensor) -> list[torch.Tensor]:
         chosen = {"query": query_paths, "target": target_paths}
-        sides = [chosen[name] for name in self.config.apply_to]
-        for name, paths in zip(self.config.apply_to, sides):
+        sides = [chosen[name] for name in self.config.sides]
+        for name, paths in zip(self.config.sides, sides):
             if paths.ndim != 3 or paths.shape[1:] != (self.num_paths, self.dim):
                 raise ValueError(
                     f"{name} paths must be [B, {self.num_paths}, {self.dim}], got {tuple(paths.shape)}"

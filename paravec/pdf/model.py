@@ -2,73 +2,89 @@
 
 ``PDFEmbeddingModel`` covers both methods the toolkit compares:
 
-* the VLM2Vec baseline (``use_prefix=False``): one plain pass, one embedding per input;
-* PDF (``use_prefix=True``): N prefixed paths per input, aggregated for training; at inference
+* the VLM2Vec baseline (``prefix_len=0``): one plain pass, one embedding per input;
+* PDF (``prefix_len=K > 0``): N prefixed paths per input, aggregated for training; at inference
   one path (default path 0) costs what the baseline costs, plus K key slots per layer.
 
 ``forward`` returns every path (and the aggregate) for training; ``embed`` returns the one
-embedding an inference mode asks for.
+embedding an inference mode (:mod:`paravec.pdf.modes`) asks for.
 """
 
 from __future__ import annotations
 
-import re
-from dataclasses import asdict, dataclass
-from typing import Sequence
+from dataclasses import dataclass, replace
+from typing import Literal, Sequence
 
 import torch
 from torch import nn
 
 from paravec.backbones.base import Batch, BackboneAdapter
+from paravec.core.schema import NON_NEGATIVE, POSITIVE, Section, option
 from paravec.items import MMEB_IMAGE_PLACEHOLDER, Item, format_text
 from paravec.pdf.aggregator import Aggregator
+from paravec.pdf.modes import AGGREGATE, NO_PREFIX, InferenceMode
 from paravec.pdf.prefix import PrefixBank, keep_prefix_under_checkpointing
 from paravec.pdf.runner import run_paths, run_without_prefix
 
-INFERENCE_MODES = ("path0", "aggregate", "no-prefix")
 #: Batch keys holding inputs computed ahead (see :meth:`PathEncoder.with_precomputed_inputs`).
 PRECOMPUTED_EMBEDS = "paravec_inputs_embeds"
 PRECOMPUTED_POSITIONS = "paravec_position_ids"
-_PATH_MODE = re.compile(r"^path(\d+)$")
 
 
-@dataclass
-class PDFConfig:
-    """How the backbone is rolled out into paths (the paper's defaults: N=2, K=20)."""
+@dataclass(frozen=True, kw_only=True)
+class PDFConfig(Section):
+    """How the backbone is rolled out into paths (the paper's defaults: N=2, K=20).
 
-    use_prefix: bool = True
-    num_paths: int = 2
-    prefix_len: int = 20
-    #: "keep": real tokens keep their prefix-free rotary positions; "shift": they start at K (PEFT).
-    prefix_position: str = "keep"
-    #: "tokens": each path starts from the keys/values of K random real tokens (seeded per
-    #: path); "normal": N(0, prefix_init_std) noise.
-    prefix_init: str = "tokens"
-    prefix_init_std: float = 0.02
-    #: "parallel": all paths in one B*N-row pass; "sequential": one pass per path (less memory).
-    path_batching: str = "parallel"
-    seed: int = 0
+    - ``num_paths`` (N) and ``prefix_len`` (K): the parallel paths and their deep-prefix length.
+      ``prefix_len: 0`` is the plain model (the VLM2Vec baseline): one prefix-free path.
+    - ``prefix_position``: prefix keys carry no rotary rotation, so where the real tokens sit
+      matters. ``keep``: real tokens keep the positions they have without a prefix (the model
+      sees its pre-training positions). ``shift``: real tokens sit at K..K+L-1, as in PEFT's
+      PrefixTuning.
+    - ``prefix_init``: ``tokens`` starts each path from the keys and values of K random real
+      tokens (a different draw per path); ``normal`` from N(0, ``prefix_init_std``) noise.
+    - ``path_batching``: ``parallel`` runs the N paths as one batch of N*B rows (faster, N times
+      the activation memory); ``sequential`` runs them one after another.
+    """
 
-    def __post_init__(self) -> None:
-        if self.prefix_init not in ("tokens", "normal"):
-            raise ValueError(f"prefix_init must be 'tokens' or 'normal', got {self.prefix_init!r}")
-        if self.prefix_position not in ("keep", "shift"):
-            raise ValueError(f"prefix_position must be 'keep' or 'shift', got {self.prefix_position!r}")
-        if self.path_batching not in ("parallel", "sequential"):
-            raise ValueError(f"path_batching must be 'parallel' or 'sequential', got {self.path_batching!r}")
-        if self.use_prefix and (self.num_paths < 1 or self.prefix_len < 1):
-            raise ValueError("a prefixed model needs num_paths >= 1 and prefix_len >= 1")
+    num_paths: int = option(2, POSITIVE)
+    prefix_len: int = option(20, NON_NEGATIVE)
+    prefix_position: Literal["keep", "shift"] = "keep"
+    prefix_init: Literal["tokens", "normal"] = "tokens"
+    prefix_init_std: float = option(0.02, POSITIVE)
+    path_batching: Literal["parallel", "sequential"] = "parallel"
+
+    @property
+    def use_prefix(self) -> bool:
+        return self.prefix_len > 0
 
     @property
     def paths(self) -> int:
+        """Paths the model computes: N with a prefix, the single plain one without."""
         return self.num_paths if self.use_prefix else 1
 
     @property
     def default_mode(self) -> str:
-        return "path0" if self.use_prefix else "no-prefix"
+        return "path0" if self.use_prefix else NO_PREFIX
 
-    def to_dict(self) -> dict:
-        return asdict(self)
+    def mode_problem(self, mode: str) -> str | None:
+        """Why this model cannot run inference ``mode``, or None (unknown modes included)."""
+        try:
+            parsed = InferenceMode.parse(mode)
+        except ValueError as error:
+            return str(error)
+        return parsed.problem_with(self.num_paths, self.use_prefix)
+
+    @classmethod
+    def from_saved(cls, saved: dict) -> "PDFConfig":
+        """Read the ``pdf`` entry of an embedder folder, including the form paravec 0.1 wrote
+        (``use_prefix`` and ``seed`` beside the fields; ``use_prefix: false`` meant no prefix
+        whatever N and K said)."""
+        fields = dict(saved)
+        seed_free = {key: value for key, value in fields.items() if key != "seed"}
+        if seed_free.pop("use_prefix", True) is False:
+            seed_free.update(num_paths=1, prefix_len=0)
+        return cls(**seed_free)
 
 
 @dataclass
@@ -95,12 +111,17 @@ class PathEncoder(nn.Module):
         self.backbone = adapter.model
         self.prefix: PrefixBank | None = None
         if config.use_prefix:
-            self.prefix = PrefixBank(
-                adapter.kv_geometry, config.num_paths, config.prefix_len, config.prefix_init_std, config.seed
-            )
-            if config.prefix_init == "tokens":
-                self.prefix.init_from_token_activations(adapter.language_model, adapter.ordinary_token_ids(), config.seed)
+            self.prefix = PrefixBank(adapter.kv_geometry, config.num_paths, config.prefix_len)
             keep_prefix_under_checkpointing(adapter.language_model)
+
+    def initialize_prefix(self, seed: int) -> None:
+        """Draw the prefix bank's starting values as ``config.prefix_init`` says."""
+        if self.prefix is None:
+            return
+        if self.config.prefix_init == "tokens":
+            self.prefix.init_from_token_activations(self.adapter.language_model, self.adapter.ordinary_token_ids(), seed)
+        else:
+            self.prefix.init_normal(self.config.prefix_init_std, seed)
 
     def forward(self, batch: Batch, paths: Sequence[int] | None = None) -> torch.Tensor:
         """Embeddings of ``paths`` (all paths by default; none for the baseline): ``[B, P, d]``."""
@@ -154,16 +175,24 @@ class PathEncoder(nn.Module):
 
 
 class PDFEmbeddingModel(nn.Module):
-    """Path encoder plus aggregator, with the inference modes."""
+    """Path encoder plus aggregator, with the inference modes.
 
-    def __init__(self, adapter: BackboneAdapter, config: PDFConfig) -> None:
+    A new model draws its method weights from ``seed`` (the prefix bank as
+    ``config.prefix_init`` says, the aggregator's default initialisation), without touching the
+    caller's random state: every process of a run builds the same model. ``initialize=False``
+    leaves them unset, for a model whose weights are loaded next.
+    """
+
+    def __init__(self, adapter: BackboneAdapter, config: PDFConfig, *, seed: int = 0, initialize: bool = True) -> None:
         super().__init__()
         self.encoder = PathEncoder(adapter, config)
         self.aggregator: Aggregator | None = None
         if config.use_prefix and config.num_paths > 1:
-            with torch.random.fork_rng(devices=[]):  # same seed, same aggregator, any process
-                torch.manual_seed(config.seed)
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
                 self.aggregator = Aggregator(adapter.hidden_size, config.num_paths)
+        if initialize:
+            self.encoder.initialize_prefix(seed)
 
     @property
     def adapter(self) -> BackboneAdapter:
@@ -218,21 +247,42 @@ class PDFEmbeddingModel(nn.Module):
 
     def embed(self, batch: Batch, mode: str | None = None) -> torch.Tensor:
         """The one embedding per input an inference mode gives: ``[B, d]``."""
-        mode = mode or self.config.default_mode
-        if mode == "no-prefix":
+        parsed = self.inference_mode(mode)
+        if parsed.kind == NO_PREFIX:
             return self.encoder.without_prefix(batch)[:, 0]
-        if self.prefix is None:
-            raise ValueError(f"mode {mode!r} needs a prefixed (PDF) model; this one only supports 'no-prefix'")
-        if mode == "aggregate":
+        if parsed.kind == AGGREGATE:
             output = self.forward(batch)
             return output.paths[:, 0] if output.aggregate is None else output.aggregate
-        match = _PATH_MODE.match(mode)
-        if not match:
-            raise ValueError(f"unknown mode {mode!r}; use one of {', '.join(INFERENCE_MODES)} or path<i>")
-        path = int(match.group(1))
-        if path >= self.config.num_paths:
-            raise ValueError(f"mode {mode!r} but the model has {self.config.num_paths} paths")
-        return self.encoder(batch, [path])[:, 0]
+        return self.encoder(batch, [parsed.path])[:, 0]
+
+    def inference_mode(self, mode: str | None = None) -> InferenceMode:
+        """``mode`` (default: the model's own) parsed and checked against this model."""
+        text = mode or self.config.default_mode
+        problem = self.config.mode_problem(text)
+        if problem is not None:
+            raise ValueError(problem)
+        return InferenceMode.parse(text)
+
+    def restricted_to(self, mode: str) -> tuple["PDFEmbeddingModel", str]:
+        """The model holding only what ``mode`` computes with, and the mode it then runs as.
+
+        ``path<i>``: a one-path model (no aggregator) whose prefix is path i's, run as
+        ``path0``; ``no-prefix``: the backbone alone; ``aggregate``: this model. The narrowed
+        models share this model's backbone.
+        """
+        parsed = self.inference_mode(mode)
+        if parsed.kind == AGGREGATE:
+            return self, AGGREGATE
+        if parsed.kind == NO_PREFIX:
+            if self.prefix is None:
+                return self, NO_PREFIX
+            plain = replace(self.config, num_paths=1, prefix_len=0)
+            return PDFEmbeddingModel(self.adapter, plain, initialize=False), NO_PREFIX
+        narrowed = PDFEmbeddingModel(self.adapter, replace(self.config, num_paths=1), initialize=False)
+        with torch.no_grad():
+            narrowed.prefix.keys.copy_(self.prefix.keys[parsed.path : parsed.path + 1])
+            narrowed.prefix.values.copy_(self.prefix.values[parsed.path : parsed.path + 1])
+        return narrowed.to(self.prefix.keys.device), "path0"
 
     # ------------------------------------------------------------- parameters
     def method_parameters(self) -> dict[str, nn.Parameter]:

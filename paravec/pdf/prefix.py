@@ -22,7 +22,6 @@ reproduces that convention when needed (the PEFT equivalence test uses it).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Sequence
 
 import torch
@@ -30,14 +29,7 @@ from torch import nn
 from transformers.cache_utils import Cache, DynamicLayer
 from transformers.modeling_layers import GradientCheckpointingLayer
 
-
-@dataclass(frozen=True)
-class KVGeometry:
-    """The shape of one language model's keys and values, per layer."""
-
-    num_layers: int
-    num_kv_heads: int
-    head_dim: int
+from paravec.backbones.base import KVGeometry
 
 
 class PrefixLayer(DynamicLayer):
@@ -90,32 +82,31 @@ class PrefixBank(nn.Module):
     """Learnable deep prefixes for N paths.
 
     Parameters ``keys`` and ``values`` have shape ``[N, num_layers, num_kv_heads, K, head_dim]``.
-    Each path is initialised from its own seeded generator (``seed + path``), so paths start
-    different and a given seed always gives the same bank.
+    They are created as zeros; a new bank is then started with :meth:`init_from_token_activations`
+    (the default) or :meth:`init_normal`, a saved one is loaded over them. Each path draws from
+    its own seeded generator (``seed + path``), so paths start different and a given seed always
+    gives the same bank.
     """
 
-    def __init__(
-        self,
-        geometry: KVGeometry,
-        num_paths: int,
-        prefix_len: int,
-        init_std: float = 0.02,
-        seed: int = 0,
-    ) -> None:
+    def __init__(self, geometry: KVGeometry, num_paths: int, prefix_len: int) -> None:
         super().__init__()
         if num_paths < 1 or prefix_len < 1:
             raise ValueError(f"need num_paths >= 1 and prefix_len >= 1, got {num_paths}, {prefix_len}")
         self.geometry = geometry
         self.num_paths = num_paths
         self.prefix_len = prefix_len
-        shape = (geometry.num_layers, geometry.num_kv_heads, prefix_len, geometry.head_dim)
-        keys, values = [], []
-        for path in range(num_paths):
+        shape = (num_paths, geometry.num_layers, geometry.num_kv_heads, prefix_len, geometry.head_dim)
+        self.keys = nn.Parameter(torch.zeros(shape))
+        self.values = nn.Parameter(torch.zeros(shape))
+
+    @torch.no_grad()
+    def init_normal(self, std: float = 0.02, seed: int = 0) -> None:
+        """Start every path from N(0, std) noise (``seed + path`` per path)."""
+        for path in range(self.num_paths):
             generator = torch.Generator().manual_seed(seed + path)
-            keys.append(torch.randn(shape, generator=generator) * init_std)
-            values.append(torch.randn(shape, generator=generator) * init_std)
-        self.keys = nn.Parameter(torch.stack(keys))
-        self.values = nn.Parameter(torch.stack(values))
+            shape = self.keys.shape[1:]
+            self.keys[path].copy_(torch.randn(shape, generator=generator) * std)
+            self.values[path].copy_(torch.randn(shape, generator=generator) * std)
 
     @torch.no_grad()
     def init_from_token_activations(self, language_model: nn.Module, token_ids: Sequence[int], seed: int = 0) -> None:

@@ -12,9 +12,11 @@ Per step (global batch ``train.batch_size``, each process its slice):
    the wrapped encoder) are averaged by hand;
 5. gradients are clipped, AdamW steps, the schedule advances.
 
-UniME stage 2 (and PDF with ``loss.hard_negatives``) adds a third group to the step, the rows'
-dataset negatives, embedded, cached and re-run like the others. UniME stage 1 embeds the text
-pairs with the summary prompt instead, and its loss compares them with stored teacher embeddings.
+What a step embeds and optimises comes from the run's recipe (:mod:`paravec.recipes`): its
+objective turns each batch into a :class:`~paravec.recipes.StepPlan` (the groups to embed --
+queries, targets, and e.g. UniME's dataset negatives -- how to tokenise them, the loss), and the
+loop runs any plan the same way. The loop logs the loss terms as the objective names them
+(:mod:`paravec.core.history_keys`).
 
 A non-finite loss skips steps 3-5 (the weights are not touched) and is counted; after
 ``train.max_nonfinite_steps`` in a row the run stops, its last checkpoint intact. Checkpoints
@@ -24,12 +26,10 @@ the data position, so a resumed run continues exactly where the saved one was.
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Sequence, Union
+from typing import Any
 
 import torch
 from accelerate import Accelerator
@@ -37,21 +37,18 @@ from accelerate.utils import DistributedDataParallelKwargs, set_seed
 from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader
 
-from paravec.backbones.base import Batch
-from paravec.data.mmeb_train import SkipTally, TrainBatch
+from paravec.config import RunConfig, check_paths_exist, config_differences, load_config, per_device_batch_size, save_config
+from paravec.core import history_keys as keys
+from paravec.core.atomic import atomic_write_dir, write_json_atomic
+from paravec.core.layout import RUN_SUMMARY_FILE, RunLayout
+from paravec.data.mmeb_train import SkipTally
 from paravec.data.sampler import GlobalBatchSampler
 from paravec.distributed import all_reduce_gradients, broadcast_parameters
 from paravec.embedder import Embedder, write_embedder_files
 from paravec.gradcache import GradCache, StepResult, plain_step
-from paravec.losses import LossOutput, path_cosine_similarity
-from paravec.train import monitor as names
-from paravec.train.checkpoint import (
-    CheckpointManager,
-    atomic_write_dir,
-    capture_rng_state,
-    restore_rng_state,
-)
-from paravec.train.config import RunConfig, RunLayout, check_paths_exist, config_differences, load_config, per_device_batch_size, save_config
+from paravec.losses import path_cosine_similarity
+from paravec.recipes import StepPlan
+from paravec.train.checkpoint import CheckpointManager, capture_rng_state, restore_rng_state
 from paravec.train.monitor import Monitor
 from paravec.train.plots import plot_run
 from paravec.train.setup import (
@@ -59,18 +56,11 @@ from paravec.train.setup import (
     build_optimizer,
     build_parts,
     build_scheduler,
-    contrastive_loss_fn,
-    distill_loss_fn,
-    distills,
     parameter_groups,
     trainable_parameters,
-    training_data,
 )
-from paravec.unime.distill import DistillBatch, prepare_student_batch
 
 logger = logging.getLogger(__name__)
-
-AnyBatch = Union[TrainBatch, DistillBatch]
 
 TRAINABLE_FILE = "trainable.safetensors"
 STATE_FILE = "state.pt"
@@ -91,7 +81,7 @@ class Progress:
 
 
 class Trainer:
-    """One run. ``loss_fn`` is built from the config; tests may wrap it (e.g. to inject NaN)."""
+    """One run. ``objective`` is the recipe's; tests may wrap its ``loss`` (e.g. to inject NaN)."""
 
     def __init__(self, cfg: RunConfig, accelerator: Accelerator | None = None) -> None:
         self.cfg = cfg
@@ -121,11 +111,10 @@ class Trainer:
         self.optimizer = self.accelerator.prepare(optimizer)
         # Not prepared: accelerate would step a prepared schedule once per process per step.
         self.scheduler = build_scheduler(optimizer, cfg)
-        self.distills = distills(cfg)
-        self.loss_fn: Callable[..., LossOutput] = (
-            distill_loss_fn(cfg) if self.distills else contrastive_loss_fn(model, self.mim, cfg)
-        )
-        self.dataset, self.collate_fn = training_data(cfg)
+        self.recipe = cfg.recipe
+        self.objective = self.recipe.objective(model, self.mim, cfg)
+        data = self.recipe.training_data(cfg)
+        self.dataset, self.collate_fn = data.dataset, data.collate_fn
         self.sampler = GlobalBatchSampler(
             self.dataset.subset_sizes, cfg.train.batch_size, mode=cfg.data.batching, seed=cfg.seed,
             rank=self.accelerator.process_index, world_size=self.accelerator.num_processes,
@@ -156,7 +145,7 @@ class Trainer:
         ) as monitor:
             consumed = 0
             while self.progress.step < cfg.train.max_steps:
-                batch: AnyBatch = next(batches)
+                batch = next(batches)
                 consumed += 1
                 self.progress.skipped.add(batch.skipped)
                 scalars = self.train_step(batch)
@@ -172,7 +161,7 @@ class Trainer:
         self.accelerator.wait_for_everyone()
         return final
 
-    def train_step(self, batch: AnyBatch) -> dict[str, float]:
+    def train_step(self, batch: Any) -> dict[str, float]:
         """One optimisation step on this process's slice of the global batch."""
         model, cfg = self.model, self.cfg
         self.encoder.train()
@@ -180,12 +169,12 @@ class Trainer:
 
         def before_loss(queries: torch.Tensor, targets: torch.Tensor, *_: torch.Tensor) -> None:
             if model.config.paths > 1:
-                scalars[names.PATH_SIMILARITY] = path_cosine_similarity(queries)
+                scalars[keys.PATH_SIMILARITY] = path_cosine_similarity(queries)
             if self.mim is not None and bool(torch.isfinite(queries).all() and torch.isfinite(targets).all()):
-                scalars[names.ESTIMATOR_LOGLIK] = float(self.mim.estimator_step(queries, targets, self.mim_optimizer))
+                scalars[keys.ESTIMATOR_LOGLIK] = float(self.mim.estimator_step(queries, targets, self.mim_optimizer))
 
         with self.accelerator.autocast():
-            result = self._forward_backward(batch, before_loss)
+            result = self._run_plan(self.objective.plan(batch), before_loss)
         loss = result.loss
         if not result.finite:
             self.optimizer.zero_grad(set_to_none=True)
@@ -208,11 +197,11 @@ class Trainer:
             self.optimizer.step()
             self.scheduler.step()
             self.optimizer.zero_grad(set_to_none=True)
-        scalars.update(self._mean_over_processes(self._loss_scalars(loss)))
+        scalars.update(self._mean_over_processes({key: float(value) for key, value in loss.terms.items()}))
         for group in self.optimizer.param_groups:
-            scalars[f"{names.LR_PREFIX}{group.get('name', 'group')}"] = group["lr"]
-        scalars[names.NONFINITE_STEPS] = self.progress.nonfinite_total
-        scalars[names.BAD_SAMPLES] = self.progress.skipped.events
+            scalars[f"{keys.LR_PREFIX}{group.get('name', 'group')}"] = group["lr"]
+        scalars[keys.NONFINITE_STEPS] = self.progress.nonfinite_total
+        scalars[keys.BAD_SAMPLES] = self.progress.skipped.events
         return scalars
 
     def evaluate(self) -> dict[str, float]:
@@ -224,7 +213,7 @@ class Trainer:
         if self.accelerator.is_main_process:
             self.encoder.eval()
             embedder = Embedder(self.model, self.parts.spec, name=cfg.output_dir, mode=cfg.method.inference_mode)
-            out = self.layout.root / "eval" / f"step-{self.progress.step}"
+            out = self.layout.evaluation(self.progress.step)
             summary = evaluate_mmeb(
                 embedder, cfg.eval.dir, cfg.eval.image_root, out, subsets=cfg.eval.subsets,
                 mode=cfg.method.inference_mode, batch_size=cfg.eval.batch_size,
@@ -235,24 +224,9 @@ class Trainer:
         return scores
 
     # --------------------------------------------------------------- the step
-    def _forward_backward(self, batch: AnyBatch, before_loss) -> StepResult:
-        model, device = self.model, self.accelerator.device
-        if isinstance(batch, DistillBatch):
-            loss_fn = partial(self.loss_fn, teacher_queries=batch.teacher_queries.to(device),
-                              teacher_positives=batch.teacher_positives.to(device))
-            return self._run_groups([batch.queries, batch.positives], partial(prepare_student_batch, model), loss_fn,
-                                    before_loss)
-        owners = [i for i, negative in enumerate(batch.negatives) if negative is not None]
-        if self.cfg.loss.hard_negatives.enabled and owners:
-            negatives = [batch.negatives[i] for i in owners]
-            loss_fn = partial(self.loss_fn, negative_owners=torch.tensor(owners, device=device))
-            return self._run_groups([batch.queries, batch.positives, negatives], model.prepare, loss_fn, before_loss)
-        return self._run_groups([batch.queries, batch.positives], model.prepare, self.loss_fn, before_loss)
-
-    def _run_groups(
-        self, groups: list[Sequence], prepare: Callable[[Sequence], Batch], loss_fn: Callable[..., LossOutput], before_loss
-    ) -> StepResult:
-        """Embed the groups (queries, targets[, dataset negatives]) and back-propagate the loss."""
+    def _run_plan(self, plan: StepPlan, before_loss) -> StepResult:
+        """Embed the plan's groups (queries, targets[, ...]) and back-propagate its loss."""
+        groups, prepare, loss_fn = plan.groups, plan.prepare, plan.loss_fn
         chunk = self.cfg.train.chunk_size
         if chunk is None:
             # One forward for the queries and one for all other groups together: under DDP every
@@ -279,26 +253,10 @@ class Trainer:
         """Average per-process values so the log shows the global batch's loss, not rank 0's."""
         if self.accelerator.num_processes == 1:
             return scalars
-        keys = sorted(scalars)
-        values = torch.tensor([scalars[k] for k in keys], dtype=torch.float64, device=self.accelerator.device)
+        names = sorted(scalars)
+        values = torch.tensor([scalars[name] for name in names], dtype=torch.float64, device=self.accelerator.device)
         reduced = self.accelerator.reduce(values, reduction="mean")
-        return dict(zip(keys, reduced.tolist()))
-
-    @staticmethod
-    def _loss_scalars(loss: LossOutput) -> dict[str, float]:
-        terms = {key: float(value) for key, value in loss.terms.items()}
-        scalars = {names.TOTAL_LOSS: float(loss.total.detach())}
-        if names.DISTILL_LOSS not in terms:  # distillation has no retrieval loss
-            scalars[names.RETRIEVAL_LOSS] = terms.get("loss/aggregate", terms.get("loss/paths_mean", scalars[names.TOTAL_LOSS]))
-        if "loss/paths_mean" in terms:
-            scalars[names.PATH_LOSS] = terms["loss/paths_mean"]
-        if "loss/mim" in terms:
-            scalars[names.MIM_LOSS] = terms["loss/mim"]
-            scalars[names.MI_BOUND] = terms["loss/mim"]
-        for key, value in terms.items():  # per-path losses, the distillation loss, hard-negative counts
-            if key not in scalars and key != "loss/total":
-                scalars[key] = value
-        return scalars
+        return dict(zip(names, reduced.tolist()))
 
     # ------------------------------------------------------------------ data
     def _loader(self) -> DataLoader:
@@ -392,16 +350,12 @@ class Trainer:
         }
         spec = self.parts.spec
         spec.info = {**spec.info, "step": self.progress.step}
-
-        # Stage 1 of UniME is the starting point of stage 2: its LoRA is merged into a full backbone.
-        merge = self.distills and spec.lora is not None
+        how = self.recipe.final_save(self.cfg)
 
         def write(folder: Path) -> None:
             if accelerator.is_main_process:
-                write_embedder_files(
-                    self.model, spec, folder, with_backbone=self.cfg.model.train_all_weights or merge, merge_lora=merge
-                )
-                (folder / "run_summary.json").write_text(json.dumps(summary, indent=2, default=str))
+                write_embedder_files(self.model, spec, folder, with_backbone=how.with_backbone, merge_lora=how.merge_lora)
+                write_json_atomic(folder / RUN_SUMMARY_FILE, summary)
 
         atomic_write_dir(layout.final, write, is_main_process=accelerator.is_main_process, barrier=accelerator.wait_for_everyone)
         if accelerator.is_main_process:

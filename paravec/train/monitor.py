@@ -12,30 +12,10 @@ The last step (``max_steps``) is always recorded and printed. Evaluation scores 
 :meth:`Monitor.log_eval` and are recorded at once. Only the main process writes: on other
 processes every method returns immediately.
 
-Scalar names are ``group/name``; :mod:`paravec.train.plots` draws one figure per group.
-The names the training loop reports (constants below):
-
-    loss/total                  the objective that was optimised
-    loss/infonce                InfoNCE of the embedding retrieval uses (PDF: the aggregate;
-                                baseline: the only one), comparable across methods
-    loss/paths                  mean per-path InfoNCE (PDF, before lambda_con)
-    loss/mim                    the MIM bound term (before lambda_mim)
-    loss/distill                UniME stage 1 KL divergence
-    negatives/false_negatives   UniME hard negatives: in-batch candidates filtered out per query
-    negatives/hard              hard negatives kept per query (at most loss.hard_negatives.top_k)
-    negatives/dataset           dataset (MMEB neg_*) negatives per query
-    mim/estimator_loglik        the CLUB estimator's log-likelihood on positive pairs
-    mim/bound                   the vCLUB estimate of the mutual information between paths
-    paths/cosine_similarity     mean cosine similarity between paths of the same input
-    lr/<parameter group>        learning rates
-    count/nonfinite_steps       running totals: recorded as the latest value, not averaged
-    count/bad_samples
-    eval/<score>                evaluation scores (log_eval)
-    perf/samples_per_second     measured by the monitor
-    perf/seconds_per_step
-
-A history entry is ``{"step": int, "time": unix seconds, "<scalar>": float | null, ...}``
-(non-finite values are stored as null, keeping the file valid JSON).
+Scalar names are ``group/name`` (:mod:`paravec.core.history_keys` lists and documents every
+name a run logs); :mod:`paravec.train.plots` draws one figure per group. A history entry is
+``{"step": int, "time": unix seconds, "<scalar>": float | null, ...}`` (non-finite values are
+stored as null, keeping the file valid JSON).
 
 Resuming: ``Monitor(..., resume_step=N)`` keeps the history entries up to step N, drops the
 later ones (they belong to steps that will run again) and appends from there; TensorBoard
@@ -55,28 +35,11 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, Callable, Mapping, TextIO
 
-from paravec.train.config import RunLayout
+from paravec.core.atomic import atomic_file
+from paravec.core.history_keys import COUNT_PREFIX, EVAL_PREFIX, SAMPLES_PER_SECOND, SECONDS_PER_STEP
+from paravec.core.layout import RunLayout
 
 logger = logging.getLogger(__name__)
-
-TOTAL_LOSS = "loss/total"
-RETRIEVAL_LOSS = "loss/infonce"
-PATH_LOSS = "loss/paths"
-MIM_LOSS = "loss/mim"
-DISTILL_LOSS = "loss/distill"
-FALSE_NEGATIVES = "negatives/false_negatives"
-HARD_NEGATIVES = "negatives/hard"
-DATASET_NEGATIVES = "negatives/dataset"
-ESTIMATOR_LOGLIK = "mim/estimator_loglik"
-MI_BOUND = "mim/bound"
-PATH_SIMILARITY = "paths/cosine_similarity"
-LR_PREFIX = "lr/"
-NONFINITE_STEPS = "count/nonfinite_steps"
-BAD_SAMPLES = "count/bad_samples"
-COUNT_PREFIX = "count/"
-EVAL_PREFIX = "eval/"
-SAMPLES_PER_SECOND = "perf/samples_per_second"
-SECONDS_PER_STEP = "perf/seconds_per_step"
 
 Scalars = Mapping[str, Any]  # values: anything float() accepts (python numbers, 0-d tensors)
 
@@ -265,8 +228,6 @@ def read_history(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
 
 
 def _rewrite_jsonl(path: Path, entries: list[dict[str, Any]]) -> None:
-    temporary = path.with_name(path.name + ".tmp")
-    with open(temporary, "w", encoding="utf-8") as handle:
+    with atomic_file(path, "w") as handle:
         for entry in entries:
             handle.write(json.dumps(entry) + "\n")
-    os.replace(temporary, path)

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 import torch
@@ -35,7 +35,9 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from paravec.backbones.base import Batch
-from paravec.data.mmeb_train import DatasetFormatError, MMEBTrainSource, SkippedSample
+from paravec.core.errors import DatasetFormatError
+from paravec.core.schema import NON_EMPTY, POSITIVE, Section, option
+from paravec.data.mmeb_train import MMEBTrainSource, SkippedSample
 from paravec.losses import contrastive_logits
 from paravec.pdf.model import PDFEmbeddingModel
 from paravec.unime.teacher import TeacherEmbeddings
@@ -44,6 +46,18 @@ from paravec.unime.text_pairs import NO_TEXT_REASON
 logger = logging.getLogger(__name__)
 
 SUMMARY_INSTRUCTION = "Summarize the above sentence in one word:"
+
+
+@dataclass(frozen=True, kw_only=True)
+class DistillSettings(Section):
+    """The ``loss.distill`` section: KL divergence between the student's and the teacher's
+    in-batch similarity distributions (text only). ``teacher_dir``: a local folder or hub id of
+    a sentence-transformers text-embedding model (its embeddings are computed beforehand by
+    ``paravec unime teacher``)."""
+
+    teacher_dir: Optional[str] = option(None, NON_EMPTY)
+    temperature_student: float = option(0.02, POSITIVE)
+    temperature_teacher: float = option(0.02, POSITIVE)
 
 
 def summary_prompt(adapter, text: str) -> str:

@@ -40,27 +40,24 @@ from typing import TYPE_CHECKING, Optional
 import torch
 import torch.nn.functional as F
 
+from paravec.core.schema import NON_NEGATIVE, POSITIVE, Section, option
 from paravec.losses import ContrastiveTerm, contrastive_logits
 
 if TYPE_CHECKING:
     from paravec.pdf.model import PathEmbeddings
 
 
-@dataclass(frozen=True)
-class HardNegativeSettings:
-    """UniME's defaults: threshold 0.1 (cosine units), top-8, temperature 0.02."""
+@dataclass(frozen=True, kw_only=True)
+class HardNegativeSettings(Section):
+    """The ``loss.hard_negatives`` section (UniME's defaults: threshold 0.1 in cosine units, top-8).
 
-    threshold: float = 0.1
-    top_k: int = 8
-    temperature: float = 0.02
-    gather: bool = True
+    Drop in-batch candidates scoring more than ``threshold`` above the positive (likely false
+    negatives), then keep the ``top_k`` hardest of the rest. ``enabled`` turns the selection on
+    for any contrastive recipe (UniME stage 2 always has it on)."""
 
-    def __post_init__(self) -> None:
-        if self.threshold < 0 or self.top_k < 1 or self.temperature <= 0:
-            raise ValueError(
-                f"need threshold >= 0, top_k >= 1, temperature > 0; got {self.threshold}, {self.top_k}, "
-                f"{self.temperature}"
-            )
+    enabled: bool = False
+    threshold: float = option(0.1, NON_NEGATIVE)
+    top_k: int = option(8, POSITIVE)
 
 
 @dataclass
@@ -168,15 +165,20 @@ class HardNegativeStep:
 
 
 class HardNegativeSampler:
-    """Selects a step's negatives once and builds the shared contrastive term for PDF's views."""
+    """Selects a step's negatives once and builds the shared contrastive term for PDF's views.
 
-    def __init__(self, settings: HardNegativeSettings) -> None:
+    ``temperature`` divides the cosine similarities of the InfoNCE terms; ``gather`` scores
+    local queries against the targets of every process (off for single-process tests)."""
+
+    def __init__(self, settings: HardNegativeSettings, temperature: float = 0.02, gather: bool = True) -> None:
         self.settings = settings
+        self.temperature = temperature
+        self.gather = gather
 
     def select(self, queries: torch.Tensor, targets: torch.Tensor) -> HardNegativeSelection:
         """Selection for local ``queries`` ``[B, d]`` among the gathered ``targets``."""
         with torch.no_grad():
-            similarity, labels = contrastive_logits(queries, targets, temperature=1.0, gather=self.settings.gather)
+            similarity, labels = contrastive_logits(queries, targets, temperature=1.0, gather=self.gather)
         return select_hard_negatives(similarity, labels, self.settings.threshold, self.settings.top_k)
 
     def step(
@@ -190,14 +192,13 @@ class HardNegativeSampler:
         if (negatives is None) != (negative_owners is None):
             raise ValueError("give dataset negatives together with their owners, or neither")
         selection = self.select(selection_view(queries), selection_view(targets))
-        settings = self.settings
 
         def term(q: torch.Tensor, t: torch.Tensor, view: Optional[int]) -> torch.Tensor:
             own = None
             if negatives is not None:
                 embeddings = negatives.aggregate if view is None else negatives.paths[:, view]
                 own = DatasetNegatives(embeddings, negative_owners)
-            return hard_negative_info_nce(q, t, selection, settings.temperature, settings.gather, own)
+            return hard_negative_info_nce(q, t, selection, self.temperature, self.gather, own)
 
         count = 0 if negatives is None else int(negatives.paths.shape[0])
         return HardNegativeStep(selection, term, count)

@@ -29,7 +29,10 @@ from typing import Optional, Sequence
 import numpy as np
 from numpy.lib.format import open_memmap
 
-from paravec.data.mmeb_train import DatasetFormatError, MMEBTrainSource
+from paravec.core.atomic import atomic_write_dir
+from paravec.core.errors import DatasetFormatError
+
+from paravec.data.mmeb_train import MMEBTrainSource
 from paravec.unime.text_pairs import SubsetTexts, count_rows, read_subset_texts
 
 TEACHER_DIR = "teacher"
@@ -105,7 +108,6 @@ def compute_teacher_embeddings(
     """Embed every subset's text pairs with ``teacher`` and store them (atomically)."""
     from sentence_transformers import SentenceTransformer, __version__ as st_version
 
-    from paravec.train.checkpoint import atomic_write_dir
 
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")

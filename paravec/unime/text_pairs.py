@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from paravec.data.mmeb_train import DatasetFormatError
+from paravec.core.errors import DatasetFormatError
 from paravec.items import MMEB_IMAGE_PLACEHOLDER
 
 TEXT_COLUMNS = ("qry", "pos_text")

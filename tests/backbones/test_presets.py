@@ -7,7 +7,8 @@ import pytest
 import torch
 from PIL import Image
 
-from paravec.backbones import PRESETS, load_backbone, supported_model_types
+from paravec.backbones import supported_model_types
+from paravec.presets import PRESETS, load_backbone
 from paravec.backbones.base import adapter_for
 
 _PROBE = """

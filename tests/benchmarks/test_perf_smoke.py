@@ -80,12 +80,12 @@ def test_batch_flops_match_paravec_flops_estimate(perf, prefix_len):
     (vision tower, merger, decoder, prefix products, attention products)."""
     from PIL import Image
 
-    from paravec.backbones import load_backbone
+    from paravec.presets import load_backbone
     from paravec.flops import estimate
     from paravec.items import Item
     from paravec.pdf.model import PDFConfig, PDFEmbeddingModel
 
-    model = PDFEmbeddingModel(load_backbone("tiny-qwen2-vl"), PDFConfig(use_prefix=False))
+    model = PDFEmbeddingModel(load_backbone("tiny-qwen2-vl"), PDFConfig(num_paths=1, prefix_len=0))
     batch = model.prepare([Item(text="a red square", image=Image.new("RGB", (56, 56), "red"))])
     flops = perf.FlopsModel.of(model.adapter)
     length = batch["input_ids"].shape[1]

@@ -4,7 +4,9 @@ import pickle
 import pytest
 from PIL import Image
 
-from paravec.data.images import BadSampleError, load_image, resolve_image_path
+from paravec.core.errors import BadSampleError
+
+from paravec.data.images import load_image, resolve_image_path
 
 
 def _save(path, image, format="PNG"):

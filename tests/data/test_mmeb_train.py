@@ -4,7 +4,7 @@ import pytest
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from paravec.data.images import BadSampleError
+from paravec.core.errors import BadSampleError
 from paravec.data.mmeb_train import (
     DatasetFormatError, MMEBTrainDataset, MMEBTrainSource, SkipTally, collate_train_pairs, discover_subsets,
 )

@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from paravec.data.images import BadSampleError
-from paravec.data.mmeb_train import DatasetFormatError
+from paravec.core.errors import BadSampleError
+from paravec.core.errors import DatasetFormatError
 from paravec.eval import mmeb
 from paravec.eval.mmeb import (
     evaluate_mmeb,

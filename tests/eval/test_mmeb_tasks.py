@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from paravec.data.mmeb_train import DatasetFormatError
+from paravec.core.errors import DatasetFormatError
 from paravec.eval.mmeb_tasks import MMEB_SUBSETS, MMEB_TASKS, TaskInfo, expected_counts, load_task_table, read_tasks_file
 
 # MMEB's official subset names (TIGER-Lab/MMEB-eval), as the evaluation data names its files.

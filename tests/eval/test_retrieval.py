@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from paravec.data.images import BadSampleError
-from paravec.data.mmeb_train import DatasetFormatError
+from paravec.core.errors import BadSampleError
+from paravec.core.errors import DatasetFormatError
 from paravec.eval.retrieval import (
     DEFAULT_I2T_INSTRUCTION,
     DEFAULT_T2I_INSTRUCTION,

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from paravec.data.mmeb_train import DatasetFormatError
+from paravec.core.errors import DatasetFormatError
 from paravec.eval.retrieval_formats import flickr30k_pairs, sharegpt4v_pairs, urban1k_pairs
 
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 from PIL import Image
 
-from paravec.backbones import load_backbone
+from paravec.presets import load_backbone
 from paravec.items import Item
 from paravec.pdf.model import PDFConfig, PDFEmbeddingModel
 
@@ -25,7 +25,7 @@ def _items():
 @pytest.fixture(scope="module", params=FAMILIES)
 def model(request):
     adapter = load_backbone(request.param)
-    return PDFEmbeddingModel(adapter, PDFConfig(num_paths=2, prefix_len=4, prefix_init_std=0.5)).eval()
+    return PDFEmbeddingModel(adapter, PDFConfig(num_paths=2, prefix_len=4, prefix_init="normal", prefix_init_std=0.5)).eval()
 
 
 def test_parallel_forward_gives_distinct_paths_and_an_aggregate(model):
@@ -124,7 +124,7 @@ def test_bad_modes_are_refused(model):
 
 def test_baseline_model_has_no_prefix_and_one_path():
     adapter = load_backbone("tiny-qwen2-vl")
-    baseline = PDFEmbeddingModel(adapter, PDFConfig(use_prefix=False)).eval()
+    baseline = PDFEmbeddingModel(adapter, PDFConfig(num_paths=1, prefix_len=0)).eval()
     batch = baseline.prepare(_items())
     with torch.no_grad():
         out = baseline(batch)
@@ -141,7 +141,7 @@ def test_gradient_checkpointing_keeps_the_prefix_and_the_gradients():
         from paravec.backbones import BackboneOptions
 
         adapter = load_backbone("tiny-qwen2-vl", BackboneOptions(gradient_checkpointing=checkpointing))
-        model = PDFEmbeddingModel(adapter, PDFConfig(num_paths=2, prefix_len=3, prefix_init_std=0.5)).train()
+        model = PDFEmbeddingModel(adapter, PDFConfig(num_paths=2, prefix_len=3, prefix_init="normal", prefix_init_std=0.5)).train()
         out = model(model.prepare(_items()))
         (out.aggregate.pow(2).sum() + out.paths.pow(2).sum()).backward()
         return out.paths.detach(), model.prefix.keys.grad.clone()

@@ -75,7 +75,8 @@ def test_cache_is_stateless_across_forwards_and_checkpointing():
     model = _tiny_llama().train()
     assert keep_prefix_under_checkpointing(model) == 3
     geometry = KVGeometry(3, 2, 8)
-    bank = PrefixBank(geometry, num_paths=2, prefix_len=K, init_std=0.5)
+    bank = PrefixBank(geometry, num_paths=2, prefix_len=K)
+    bank.init_normal(std=0.5)
     input_ids = torch.randint(0, 97, (2, 6))
     attention_mask = torch.ones_like(input_ids)
 
@@ -101,9 +102,14 @@ def test_cache_is_stateless_across_forwards_and_checkpointing():
 
 def test_paths_are_seeded_differently_and_reproducibly():
     geometry = KVGeometry(2, 2, 4)
-    a = PrefixBank(geometry, num_paths=3, prefix_len=4, seed=7)
-    b = PrefixBank(geometry, num_paths=3, prefix_len=4, seed=7)
+    a, b, c = (PrefixBank(geometry, num_paths=3, prefix_len=4) for _ in range(3))
+    assert torch.count_nonzero(a.keys) == 0  # nothing drawn until a bank is started
+    a.init_normal(std=0.02, seed=7)
+    b.init_normal(std=0.02, seed=7)
+    c.init_normal(std=0.02, seed=8)
     assert torch.equal(a.keys, b.keys) and torch.equal(a.values, b.values)
     assert not torch.allclose(a.keys[0], a.keys[1])
+    assert torch.equal(c.keys[0], a.keys[1])  # path p draws from seed + p
+    assert a.keys.std().item() == pytest.approx(0.02, rel=0.2)
     with pytest.raises(ValueError):
         PrefixBank(geometry, num_paths=0, prefix_len=4)

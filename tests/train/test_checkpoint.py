@@ -18,15 +18,8 @@ import pytest
 import torch
 
 from paravec.train import checkpoint as checkpoint_module
-from paravec.train.checkpoint import (
-    MARKER_NAME,
-    CheckpointManager,
-    atomic_write_dir,
-    capture_rng_state,
-    find_problem,
-    read_marker,
-    restore_rng_state,
-)
+from paravec.core.atomic import MARKER_NAME, atomic_write_dir, find_problem, read_marker
+from paravec.train.checkpoint import CheckpointManager, capture_rng_state, restore_rng_state
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 

@@ -7,11 +7,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from paravec.train.config import (
-    TABLE3_TRAINING_ROWS,
+from paravec.config import (
     ConfigError,
     RunConfig,
-    RunLayout,
     check_paths_exist,
     config_differences,
     config_from_dict,
@@ -19,6 +17,9 @@ from paravec.train.config import (
     per_device_batch_size,
     save_config,
 )
+
+from paravec.core.layout import RunLayout  # noqa: E402
+from paravec.recipes.pdf import TABLE3_TRAINING_ROWS  # noqa: E402
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 RUN_CONFIGS = sorted(CONFIGS.glob("*.yaml"))
@@ -167,7 +168,7 @@ def test_unknown_top_level_key_and_section_key(tmp_path):
         ("optim.lr=fast", "optim.lr: got 'fast' (str), expected a finite number"),
         ("optim.lr=.nan", "optim.lr: got nan (float), expected a finite number"),
         ("method.name=pfd", "method.name: got 'pfd' (str), expected one of 'baseline', 'pdf'"),
-        ("model.image_resolution=medium", "expected one of 'low', 'high' or an integer"),
+        ("model.image_resolution=medium", "expected one of 'low', 'high', 'default' or an integer"),
         ("data.subsets=A-OKVQA", "data.subsets: got 'A-OKVQA' (str), expected a list of strings or null"),
         ("model.lora.target_modules=[q_proj, 3]", "expected a list of strings"),
         ("model=small", "model: got 'small' (str), expected a mapping of keys"),
@@ -186,7 +187,7 @@ def test_wrong_type_names_key_value_and_expectation(tmp_path, override, expected
         ("model.lora.dropout=1.5", "model.lora.dropout: got 1.5 (float), expected a value in [0, 1)"),
         ("optim.betas=[0.9]", "optim.betas: got [0.9] (list), expected two numbers in [0, 1)"),
         ("train.keep_last=0", "train.keep_last: got 0 (int), expected a value greater than 0"),
-        ("model.image_resolution=-5", "'low', 'high' or a positive pixel count"),
+        ("model.image_resolution=-5", "'low', 'high', 'default' or a positive pixel count"),
         ("output_dir=''", "output_dir: got '' (str), expected a non-empty value"),
     ],
 )

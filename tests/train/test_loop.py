@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import load_file
 
 from paravec.data.mini import generate_mini_benchmark
-from paravec.train.config import config_from_dict
+from paravec.config import config_from_dict
 from paravec.train.loop import Trainer, TrainingStopped
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -86,7 +86,7 @@ def test_a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(mini, tmp_p
 
 def test_a_non_finite_loss_is_skipped_without_touching_the_weights(mini, tmp_path):
     trainer = Trainer(_config(mini, tmp_path / "nan", **{"train.max_steps": 3, "train.save_every": 0, "optim.warmup_steps": 0}))
-    original = trainer.loss_fn
+    original = trainer.objective.loss
     calls = {"n": 0}
 
     def sometimes_nan(q, t):
@@ -96,7 +96,7 @@ def test_a_non_finite_loss_is_skipped_without_touching_the_weights(mini, tmp_pat
             out.total = out.total * float("nan")
         return out
 
-    trainer.loss_fn = sometimes_nan
+    trainer.objective.loss = sometimes_nan
     snapshots = []
     original_step = trainer.train_step
 
@@ -117,7 +117,7 @@ def test_a_non_finite_loss_is_skipped_without_touching_the_weights(mini, tmp_pat
 
 def test_too_many_non_finite_losses_stop_with_the_checkpoint_intact(mini, tmp_path):
     trainer = Trainer(_config(mini, tmp_path / "stop", **{"train.save_every": 1, "train.max_nonfinite_steps": 2}))
-    original = trainer.loss_fn
+    original = trainer.objective.loss
 
     def nan_after_two(q, t):
         out = original(q, t)
@@ -125,7 +125,7 @@ def test_too_many_non_finite_losses_stop_with_the_checkpoint_intact(mini, tmp_pa
             out.total = out.total * float("nan")
         return out
 
-    trainer.loss_fn = nan_after_two
+    trainer.objective.loss = nan_after_two
     with pytest.raises(TrainingStopped, match="2 non-finite losses in a row"):
         trainer.run()
     latest = trainer.checkpoints.latest()
@@ -175,7 +175,7 @@ def test_two_processes_with_half_batches_equal_one_process_with_the_whole(mini, 
         runs[world] = tmp_path / f"world{world}"
     history = {w: [json.loads(l) for l in (r / "logs" / "history.jsonl").read_text().splitlines()] for w, r in runs.items()}
     for one, two in zip(history[1], history[2]):
-        for key in ("loss/total", "loss/aggregate", "loss/mim", "mim/estimator_loglik"):
+        for key in ("loss/total", "loss/infonce", "loss/mim", "mim/estimator_loglik"):
             assert one[key] == pytest.approx(two[key], rel=1e-4, abs=1e-5), (one["step"], key)
     single, double = _final_weights(runs[1]), _final_weights(runs[2])
     for name in single:

@@ -11,15 +11,9 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from paravec.train.config import RunLayout
-from paravec.train.monitor import (
-    NONFINITE_STEPS,
-    SAMPLES_PER_SECOND,
-    SECONDS_PER_STEP,
-    TOTAL_LOSS,
-    Monitor,
-    read_history,
-)
+from paravec.core.layout import RunLayout
+from paravec.core.history_keys import NONFINITE_STEPS, SAMPLES_PER_SECOND, SECONDS_PER_STEP, TOTAL_LOSS
+from paravec.train.monitor import Monitor, read_history
 
 
 class FakeClock:

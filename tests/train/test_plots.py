@@ -9,7 +9,7 @@ import pytest
 from matplotlib.colors import to_rgb
 from PIL import Image
 
-from paravec.train.monitor import PATH_SIMILARITY, RETRIEVAL_LOSS, TOTAL_LOSS
+from paravec.core.history_keys import INFONCE_LOSS, PATH_SIMILARITY, TOTAL_LOSS
 from paravec.train.plots import collect_series, plot_comparison, plot_run, smooth
 
 
@@ -21,7 +21,7 @@ def synthetic_history(steps: int = 120, *, with_eval: bool = True, similarity_en
         history.append({
             "step": step, "time": 0.0,
             TOTAL_LOSS: 3 * decay + 0.5 + 0.1 * rng.standard_normal(),
-            RETRIEVAL_LOSS: 2 * decay + 0.3 + 0.1 * rng.standard_normal(),
+            INFONCE_LOSS: 2 * decay + 0.3 + 0.1 * rng.standard_normal(),
             "loss/mim": -0.01 * step,
             PATH_SIMILARITY: similarity_end + (1 - similarity_end) * decay,
             "lr/group0": 1e-3 * min(1.0, step / 10),

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from paravec.backbones import load_backbone
+from paravec.presets import load_backbone
 from paravec.backbones.idefics3 import Idefics3Adapter
 from paravec.backbones.llava_next import LlavaNextAdapter
 from paravec.backbones.qwen2_vl import Qwen2VLAdapter
@@ -63,7 +63,7 @@ def test_summary_prompt_takes_each_familys_chat_form():
 
 
 def test_the_student_batch_is_text_only_and_ends_with_the_prompt():
-    model = PDFEmbeddingModel(load_backbone("tiny-qwen2-vl"), PDFConfig(use_prefix=False))
+    model = PDFEmbeddingModel(load_backbone("tiny-qwen2-vl"), PDFConfig(num_paths=1, prefix_len=0))
     texts = ["a small red diamond on a plain background", "Represent the given image."]
     batch = prepare_student_batch(model, texts)
     assert "pixel_values" not in batch

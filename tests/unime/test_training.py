@@ -13,9 +13,9 @@ import torch
 from PIL import Image
 
 import paravec
-from paravec.backbones import load_backbone
-from paravec.train import monitor as names
-from paravec.train.config import config_from_dict
+from paravec.presets import load_backbone
+from paravec.core import history_keys as names
+from paravec.config import config_from_dict
 from paravec.train.loop import Trainer
 
 STEPS = 3
@@ -61,7 +61,7 @@ def test_stage1_distils_and_merges_its_lora_into_a_loadable_backbone(stage1):
     assert [entry["step"] for entry in history] == list(range(1, STEPS + 1))
     for entry in history:
         assert math.isfinite(entry[names.DISTILL_LOSS]) and entry[names.DISTILL_LOSS] >= 0
-        assert entry[names.TOTAL_LOSS] == entry[names.DISTILL_LOSS] and names.RETRIEVAL_LOSS not in entry
+        assert entry[names.TOTAL_LOSS] == entry[names.DISTILL_LOSS] and names.INFONCE_LOSS not in entry
     spec = json.loads((stage1 / "final" / "paravec.json").read_text())
     assert (spec["method"], spec["backbone"], spec["lora"]) == ("unime-stage1", "backbone", None)
     _encodes(stage1)
@@ -95,7 +95,7 @@ def test_pdf_with_hard_negatives_without_gradcache(mini_with_teacher, tmp_path):
     Trainer(config_from_dict(_config(mini_with_teacher, tmp_path / "pdf", method, loss, chunk_size=None))).run()
     history = _history(tmp_path / "pdf")
     for entry in history:
-        assert all(math.isfinite(entry[key]) for key in ("loss/aggregate", "loss/path_0", "loss/path_1", names.MIM_LOSS))
+        assert all(math.isfinite(entry[key]) for key in ("loss/infonce", "loss/path_0", "loss/path_1", names.MIM_LOSS))
         assert 0 < entry[names.HARD_NEGATIVES] <= 3
     assert sum(entry[names.DATASET_NEGATIVES] for entry in history) > 0
     _encodes(tmp_path / "pdf")

@@ -29,7 +29,7 @@ from paravec.unime.hard_negatives import DatasetNegatives, HardNegativeSampler, 
 
 WORLD, LOCAL, DIM, FEATURES = 2, 4, 8, 6
 TEMPERATURE = 0.05
-SETTINGS = HardNegativeSettings(threshold=0.1, top_k=3, temperature=TEMPERATURE)
+SETTINGS = HardNegativeSettings(threshold=0.1, top_k=3)
 NEGATIVE_OWNERS = torch.tensor([0, 2, 3])  # rows of rank 0; rank 1 has no dataset negatives
 
 
@@ -59,8 +59,7 @@ class _Encoder(nn.Module):
 
 
 def _hard_loss(queries, targets, negatives=None, owners=None, gather=True) -> torch.Tensor:
-    settings = HardNegativeSettings(SETTINGS.threshold, SETTINGS.top_k, TEMPERATURE, gather)
-    selection = HardNegativeSampler(settings).select(queries, targets)
+    selection = HardNegativeSampler(SETTINGS, TEMPERATURE, gather).select(queries, targets)
     own = None if negatives is None else DatasetNegatives(negatives, owners)
     return hard_negative_info_nce(queries, targets, selection, TEMPERATURE, gather, own)
 
@@ -73,7 +72,7 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
         data, rows = _data(), slice(rank * LOCAL, (rank + 1) * LOCAL)
         leaves = {key: data[key][rows].clone().requires_grad_(True) for key in ("queries", "targets")}
         negatives = data["negatives"].clone().requires_grad_(True) if rank == 0 else None
-        selection = HardNegativeSampler(SETTINGS).select(leaves["queries"], leaves["targets"])
+        selection = HardNegativeSampler(SETTINGS, TEMPERATURE).select(leaves["queries"], leaves["targets"])
         hard = _hard_loss(leaves["queries"], leaves["targets"], negatives, NEGATIVE_OWNERS if rank == 0 else None)
         hard.backward()
 
@@ -149,7 +148,7 @@ def test_hard_negative_gradients_reach_the_local_embeddings_of_each_process(resu
     data = _data()
     queries, targets = data["queries"].requires_grad_(True), data["targets"].requires_grad_(True)
     negatives = data["negatives"].requires_grad_(True)
-    full_selection = HardNegativeSampler(HardNegativeSettings(0.1, 3, TEMPERATURE, gather=False)).select(queries, targets)
+    full_selection = HardNegativeSampler(SETTINGS, TEMPERATURE, gather=False).select(queries, targets)
     full = _hard_loss(queries, targets, negatives, NEGATIVE_OWNERS, gather=False)
     full.backward()
     torch.testing.assert_close(torch.stack([r["hard"] for r in results]).mean(), full.detach())

@@ -1,17 +1,19 @@
-"""Built-in model presets: small random models built from config classes, offline.
+"""Small models of each family built from config classes, offline: the material of presets.
 
-``tiny-*`` presets exist for tests, one per supported family. ``small-qwen2-vl`` is big enough
-to learn the built-in mini benchmark on two CPU cores in minutes (the demo's model).
+A :class:`TinyModel` describes one architecture; :func:`build_tiny` makes it with a tokenizer
+trained on this machine from a built-in English corpus plus the caller's ``corpus`` (the phrases
+the model will mostly read, so they become a few tokens each instead of bytes). The named presets,
+and the corpus they are built with, live in :mod:`paravec.presets`.
 
-A preset is deterministic: its tokenizer is trained from a fixed corpus and its weights are
-drawn under a fixed seed in a forked RNG, so two processes get the same weights (and leave the
-caller's random state untouched).
+Building is deterministic: the tokenizer's training is, and the weights are drawn under the
+model's seed in a forked RNG, so two processes get the same weights (and the caller's random
+state is left untouched).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import torch
 from transformers import (
@@ -29,29 +31,28 @@ from transformers.models.llava_next.image_processing_pil_llava_next import Llava
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
 from paravec.backbones.base import BackboneAdapter
-from paravec.backbones.idefics3 import Idefics3Adapter
-from paravec.backbones.llava_next import LlavaNextAdapter
 from paravec.backbones.qwen2_vl import Qwen2_5_VLAdapter, Qwen2VLAdapter
 from paravec.backbones.tokenizer import build_tokenizer
-from paravec.data.mini import mini_benchmark_corpus
-
-
-def _tokenizer(specials: tuple[str, ...], pad: str, eos: str):
-    """The preset tokenizer: the built-in corpus plus every phrase of the mini benchmark, so the
-    demo's texts are a few tokens each instead of bytes."""
-    return build_tokenizer(specials, pad_token=pad, eos_token=eos, vocab_size=1024, extra_corpus=mini_benchmark_corpus())
 
 QWEN_SPECIALS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>")
 LLAVA_SPECIALS = ("<unk>", "<s>", "</s>", "<image>")
 IDEFICS_SPECIALS = ("<unk>", "<s>", "</s>", "<image>", "<fake_token_around_image>", "<global-img>", "<end_of_utterance>")
 
+Corpus = tuple[str, ...]
+#: corpus -> (model config, processor)
+Builder = Callable[[Corpus], tuple[Any, Any]]
+
 
 @dataclass(frozen=True)
-class Preset:
+class TinyModel:
     adapter: type[BackboneAdapter]
-    build: Callable[[], tuple[Any, Any]]  # -> (config, processor)
+    build: Builder
     seed: int = 0
     description: str = ""
+
+
+def _tokenizer(specials: tuple[str, ...], pad: str, eos: str, corpus: Corpus):
+    return build_tokenizer(specials, pad_token=pad, eos_token=eos, vocab_size=1024, extra_corpus=corpus)
 
 
 def _qwen_text(tokenizer, hidden: int, layers: int, heads: int, kv_heads: int, intermediate: int) -> dict:
@@ -75,9 +76,9 @@ def _qwen_ids(tokenizer) -> dict:
     )
 
 
-def _qwen2_vl(hidden: int, layers: int, vision_depth: int, vision_dim: int, max_pixels: int, intermediate: int):
-    def build():
-        tokenizer = _tokenizer(QWEN_SPECIALS, "<|endoftext|>", "<|endoftext|>")
+def qwen2_vl(hidden: int, layers: int, vision_depth: int, vision_dim: int, max_pixels: int, intermediate: int) -> Builder:
+    def build(corpus: Corpus):
+        tokenizer = _tokenizer(QWEN_SPECIALS, "<|endoftext|>", "<|endoftext|>", corpus)
         config = Qwen2VLConfig(
             text_config=_qwen_text(tokenizer, hidden, layers, 4, 2, intermediate),
             vision_config=dict(depth=vision_depth, embed_dim=vision_dim, hidden_size=hidden, num_heads=2, mlp_ratio=2,
@@ -90,8 +91,8 @@ def _qwen2_vl(hidden: int, layers: int, vision_depth: int, vision_dim: int, max_
     return build
 
 
-def _qwen2_5_vl():
-    tokenizer = _tokenizer(QWEN_SPECIALS, "<|endoftext|>", "<|endoftext|>")
+def qwen2_5_vl(corpus: Corpus):
+    tokenizer = _tokenizer(QWEN_SPECIALS, "<|endoftext|>", "<|endoftext|>", corpus)
     config = Qwen2_5_VLConfig(
         text_config=_qwen_text(tokenizer, 64, 2, 4, 2, 128),
         vision_config=dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=64, patch_size=14,
@@ -110,8 +111,8 @@ def _llama_text(tokenizer, hidden: int = 64, layers: int = 2) -> LlamaConfig:
     )
 
 
-def _llava_next():
-    tokenizer = _tokenizer(LLAVA_SPECIALS, "<unk>", "</s>")
+def llava_next(corpus: Corpus):
+    tokenizer = _tokenizer(LLAVA_SPECIALS, "<unk>", "</s>", corpus)
     vision = CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
                               image_size=28, patch_size=14, projection_dim=32)
     config = LlavaNextConfig(
@@ -130,8 +131,8 @@ def _llava_next():
     return config, processor
 
 
-def _idefics3():
-    tokenizer = _tokenizer(IDEFICS_SPECIALS, "<unk>", "<end_of_utterance>")
+def idefics3(corpus: Corpus):
+    tokenizer = _tokenizer(IDEFICS_SPECIALS, "<unk>", "<end_of_utterance>", corpus)
     ids = tokenizer.convert_tokens_to_ids
     config = Idefics3Config(
         vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
@@ -145,35 +146,16 @@ def _idefics3():
     return config, processor
 
 
-PRESETS: dict[str, Preset] = {
-    "tiny-qwen2-vl": Preset(Qwen2VLAdapter, _qwen2_vl(64, 2, 2, 32, 56 * 56, 128), description="Qwen2-VL, hidden 64, 2 layers (tests)"),
-    "tiny-qwen2.5-vl": Preset(Qwen2_5_VLAdapter, _qwen2_5_vl, description="Qwen2.5-VL, hidden 64, 2 layers (tests)"),
-    "tiny-llava-next": Preset(LlavaNextAdapter, _llava_next, description="LLaVA-NeXT, hidden 64, 2 layers (tests)"),
-    "tiny-smolvlm": Preset(Idefics3Adapter, _idefics3, description="Idefics3/SmolVLM, hidden 64, 2 layers (tests)"),
-    "small-qwen2-vl": Preset(
-        Qwen2VLAdapter, _qwen2_vl(128, 2, 2, 64, 64 * 64, 256),
-        description="Qwen2-VL, hidden 128, 2 layers, 64 px images: learns the mini benchmark on CPU",
-    ),
-}
-
-
-def is_preset(name: str) -> bool:
-    return name in PRESETS
-
-
-def build_preset(name: str, dtype: torch.dtype = torch.float32, attn_implementation: str = "sdpa"):
-    """Build a preset's model and processor with deterministic weights."""
-    try:
-        preset = PRESETS[name]
-    except KeyError:
-        raise ValueError(f"unknown preset {name!r}; presets: {', '.join(sorted(PRESETS))}") from None
-    config, processor = preset.build()
+def build_tiny(spec: TinyModel, corpus: Sequence[str], dtype: torch.dtype = torch.float32,
+               attn_implementation: str = "sdpa"):
+    """Build ``spec``'s model and processor with deterministic weights: (adapter class, model, processor)."""
+    config, processor = spec.build(tuple(corpus))
     config._attn_implementation = attn_implementation
     for sub in ("text_config", "vision_config"):
         if hasattr(config, sub):
             getattr(config, sub)._attn_implementation = attn_implementation
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(preset.seed)
-        model = preset.adapter.model_class(config)
+        torch.manual_seed(spec.seed)
+        model = spec.adapter.model_class(config)
     model.to(dtype).eval()
-    return preset.adapter, model, processor
+    return spec.adapter, model, processor
