@@ -18,10 +18,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+DEMO_BACKBONE = "small-qwen2-vl"
 DEMO_RUN: dict[str, Any] = {
     "seed": 0,
     "model": {
-        "backbone": "small-qwen2-vl",
+        "backbone": DEMO_BACKBONE,
         "dtype": "float32",
         "attn_implementation": "sdpa",
         "image_resolution": 4096,
@@ -84,7 +85,7 @@ def run_demo(out: Path, steps: int | None = None, benchmark_size: str = "default
                 import shutil
 
                 shutil.rmtree(run_dir)  # an unfinished demo run: start it again
-            _say(f"{method}: training {cfg.train.max_steps} steps of batch {cfg.train.batch_size} on small-qwen2-vl")
+            _say(f"{method}: training {cfg.train.max_steps} steps of batch {cfg.train.batch_size} on {DEMO_BACKBONE}")
             Trainer(cfg).run()
         _say(f"{method}: evaluating on {mini / 'eval'}")
         embedder = load(run_dir / "final")

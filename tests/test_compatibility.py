@@ -47,15 +47,6 @@ def test_a_saved_pdf_run_still_gives_its_aggregate():
     np.testing.assert_allclose(embedder.encode(_items()), _expected("run-pdf-lora/final-aggregate"), atol=1e-5)
 
 
-@pytest.fixture(scope="module")
-def small_mini(tmp_path_factory):
-    from paravec.data.mini import generate_mini_benchmark
-
-    folder = tmp_path_factory.mktemp("mini")
-    generate_mini_benchmark(folder, size="small")
-    return folder
-
-
 def test_a_saved_run_resumes_from_its_checkpoint(small_mini, tmp_path):
     from paravec.config import load_config
     from paravec.train.loop import Trainer

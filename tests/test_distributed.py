@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import datetime
 import os
-import socket
-import subprocess
 import sys
 import tempfile
 
@@ -29,37 +27,6 @@ from paravec.pdf.mim import MIMConfig, MutualInformationMinimizer
 WORLD = 2
 DIM = 8
 TEMPERATURE = 0.05
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _run_ranks(out_dir: str) -> None:
-    """Run this file as a script once per rank and wait for all of them.
-
-    Plain processes, not multiprocessing: the worker must be importable by name in a spawned
-    child, which a test module is not under pytest's importlib import mode.
-    """
-    port = str(_free_port())
-    processes = [
-        subprocess.Popen([sys.executable, __file__, str(rank), port, out_dir], stderr=subprocess.PIPE, text=True)
-        for rank in range(WORLD)
-    ]
-    failures = []
-    try:
-        for rank, process in enumerate(processes):
-            _, stderr = process.communicate(timeout=180)
-            if process.returncode != 0:
-                failures.append(f"rank {rank} exited with {process.returncode}:\n{stderr}")
-    finally:
-        for process in processes:
-            if process.poll() is None:
-                process.kill()
-    if failures:
-        pytest.fail("\n".join(failures))
 
 
 def _rows(sizes: list[int], rank: int) -> slice:
@@ -117,10 +84,10 @@ def _trained_estimator_state(rank: int) -> dict:
     return _train_estimator(minimizer, query[rows], target[rows])
 
 
-def _worker(rank: int, port: int, out_dir: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+def _worker(out_dir: str) -> None:
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=WORLD, timeout=datetime.timedelta(seconds=120))
+    dist.init_process_group("gloo", timeout=datetime.timedelta(seconds=120))
+    rank = dist.get_rank()
     try:
         linear = torch.nn.Linear(3, 2)
         for param in linear.parameters():
@@ -143,10 +110,13 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def results() -> list[dict]:
-    """One 2-process run (process start-up dominates the cost) shared by the tests below."""
+def results(run_ranks) -> list[dict]:
+    """One 2-process run (process start-up dominates the cost) shared by the tests below.
+
+    The worker is this file run as a script: a test module is not importable by name in a
+    spawned child under pytest's importlib import mode."""
     with tempfile.TemporaryDirectory() as out_dir:
-        _run_ranks(out_dir)
+        run_ranks([sys.executable, __file__, out_dir], WORLD, timeout=180)
         return [torch.load(os.path.join(out_dir, f"rank{r}.pt")) for r in range(WORLD)]
 
 
@@ -232,4 +202,4 @@ def test_single_process_is_identity():
 
 
 if __name__ == "__main__":
-    _worker(int(sys.argv[1]), int(sys.argv[2]), sys.argv[3])
+    _worker(sys.argv[1])

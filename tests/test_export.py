@@ -15,55 +15,41 @@ from safetensors.torch import load_file
 
 import paravec
 from paravec.cli import main
-from paravec.data.mini import generate_mini_benchmark
 from paravec.embedder import HEADS_FILE, SPEC_FILE
 from paravec.export import newest_eval_summary
 from paravec.items import Item
-from paravec.config import config_from_dict
 from paravec.train.loop import Trainer
 
 
-def _run_config(mini: Path, out: Path, **method) -> dict:
-    return {
-        "output_dir": str(out),
-        "seed": 5,
-        "model": {"backbone": "tiny-qwen2-vl", "image_resolution": 4096,
-                  "lora": {"enabled": True, "r": 4, "alpha": 8, "dropout": 0.0}},
-        "method": method,
-        "data": {"train_dir": str(mini / "train"), "image_root": str(mini / "images"), "max_per_subset": None},
-        "optim": {"lr": 1e-2, "warmup_steps": 0},
-        "train": {"max_steps": 2, "batch_size": 8, "save_every": 0},
-        "log": {"tensorboard": False, "plots": False, "console_every": 100},
-    }
+def _run_config(tiny_run_config, mini: Path, out: Path, **overrides):
+    """Two steps of batch 8 without checkpoints (and the defaults of ``loss``)."""
+    return tiny_run_config(mini, out, **{
+        "seed": 5, "model.lora.dropout": 0.0, "loss": {}, "optim": {"lr": 1e-2, "warmup_steps": 0},
+        "train": {"max_steps": 2, "batch_size": 8, "save_every": 0}, **overrides,
+    })
 
 
 @pytest.fixture(scope="module")
-def mini(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("mini")
-    generate_mini_benchmark(folder, size="small")
-    return folder
+def mini(small_mini):
+    return small_mini
 
 
 @pytest.fixture(scope="module")
-def run(mini, tmp_path_factory):
+def run(mini, tmp_path_factory, tiny_run_config):
     """A PDF run (N=2, K=3, LoRA) with periodic evaluation at steps 1 and 2."""
     out = tmp_path_factory.mktemp("runs") / "pdf"
-    raw = _run_config(mini, out, name="pdf", num_paths=2, prefix_len=3)
-    raw["loss"] = {"lambda_mim": 0.01}
-    raw["eval"] = {"every": 1, "dir": str(mini / "eval"), "image_root": str(mini / "images"), "subsets": ["ColorClass"]}
-    Trainer(config_from_dict(raw)).run()
+    Trainer(_run_config(tiny_run_config, mini, out, loss={"lambda_mim": 0.01}, eval={
+        "every": 1, "dir": str(mini / "eval"), "image_root": str(mini / "images"), "subsets": ["ColorClass"]})).run()
     return out
 
 
 @pytest.fixture(scope="module")
-def baseline_run(mini, tmp_path_factory):
+def baseline_run(mini, tmp_path_factory, tiny_run_config):
     """A baseline run that trains every language-model weight: no prefix, no LoRA, final/backbone/."""
     out = tmp_path_factory.mktemp("runs") / "baseline"
-    raw = _run_config(mini, out, name="baseline")
-    raw["model"].update(lora={"enabled": False}, train_all_weights=True)
-    raw["optim"]["lr"] = 1e-3
-    raw["train"]["max_steps"] = 1
-    Trainer(config_from_dict(raw)).run()
+    Trainer(_run_config(tiny_run_config, mini, out, **{
+        "method": {"name": "baseline"}, "model.lora": {"enabled": False}, "model.train_all_weights": True,
+        "optim.lr": 1e-3, "train.max_steps": 1})).run()
     return out
 
 

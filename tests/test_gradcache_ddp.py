@@ -1,11 +1,10 @@
 """Under DDP, GradCache synchronises gradients once per step, however many chunks."""
 
 import json
-import os
-import socket
-import subprocess
 import sys
 import textwrap
+
+import pytest
 
 WORKER = textwrap.dedent(
     """
@@ -44,33 +43,17 @@ WORKER = textwrap.dedent(
 )
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+@pytest.fixture(scope="module")
+def run(run_ranks):
+    def steps(chunks: int) -> list[dict]:
+        outputs = run_ranks([sys.executable, "-c", WORKER, str(chunks)], 2, timeout=120)
+        return [json.loads(out.strip().splitlines()[-1]) for out in outputs]
+
+    return steps
 
 
-def _run(chunks: int) -> list[dict]:
-    port = _free_port()
-    processes = [
-        subprocess.Popen(
-            [sys.executable, "-c", WORKER, str(chunks)],
-            env={**os.environ, "RANK": str(r), "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1",
-                 "MASTER_PORT": str(port), "OMP_NUM_THREADS": "1"},
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )
-        for r in range(2)
-    ]
-    results = []
-    for process in processes:
-        out, err = process.communicate(timeout=120)
-        assert process.returncode == 0, err[-2000:]
-        results.append(json.loads(out.strip().splitlines()[-1]))
-    return results
-
-
-def test_one_all_reduce_per_step_and_the_same_gradient_whatever_the_chunking():
-    whole, chunked = _run(chunks=1), _run(chunks=4)
+def test_one_all_reduce_per_step_and_the_same_gradient_whatever_the_chunking(run):
+    whole, chunked = run(chunks=1), run(chunks=4)
     # one bucket: one all-reduce for the step, not one per chunk (8 re-runs with 4 chunks a side)
     assert [r["calls"] for r in whole] == [1, 1]
     assert [r["calls"] for r in chunked] == [1, 1]

@@ -6,6 +6,8 @@ import argparse
 import logging
 from pathlib import Path
 
+from paravec.commands.options import add_threads_option
+
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser("demo", help="train and compare the baseline and PDF on the built-in benchmark")
@@ -13,23 +15,20 @@ def register(subparsers) -> None:
     parser.add_argument("--steps", type=int, default=None, help="training steps per method (default: the demo's)")
     parser.add_argument("--benchmark-size", choices=("small", "default"), default="default",
                         help="size of the generated mini benchmark")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch CPU threads (default 1: the demo's small matrices gain nothing from more, and "
-                             "two threads on a busy 2-core machine were measured 20x slower)")
+    add_threads_option(parser)  # auto gives the demo's narrow model one thread
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from paravec.cli import CommandError
-    from paravec.demo import run_demo
+    from paravec.demo import DEMO_BACKBONE, run_demo
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if args.steps is not None and args.steps < 1:
         raise CommandError("--steps must be at least 1")
-    if args.threads < 1:
-        raise CommandError("--threads must be at least 1")
-    import torch
+    from paravec.core.threads import apply_threads
+    from paravec.presets import preset_config
 
-    torch.set_num_threads(args.threads)
+    apply_threads(args.threads, preset_config(DEMO_BACKBONE).get_text_config().hidden_size)
     run_demo(args.out, steps=args.steps, benchmark_size=args.benchmark_size)
     return 0

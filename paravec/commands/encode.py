@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from paravec.cli import CommandError
+from paravec.commands.options import add_mode_option, add_threads_option, positive_int
+from paravec.core.threads import apply_threads
 
 ALLOWED_FIELDS = {"text", "image", "instruction"}
 
@@ -34,10 +36,11 @@ def register(subparsers) -> None:
     parser.add_argument("--input", required=True, type=Path, help="JSONL: one {text, image, instruction} object per line")
     parser.add_argument("--image-root", type=Path, default=None, help="folder that image paths are relative to")
     parser.add_argument("--out", required=True, type=Path, help="output .npy file, float32 [n, d]")
-    parser.add_argument("--mode", default=None, help="path0 (default for PDF models), path<i>, aggregate or no-prefix")
-    parser.add_argument("--batch-size", type=int, default=16)
+    add_mode_option(parser)
+    parser.add_argument("--batch-size", type=positive_int, default=16)
     parser.add_argument("--no-normalize", action="store_true", help="keep raw (unnormalised) embeddings")
     parser.add_argument("--device", default=None, help="torch device, e.g. cuda:0 (default: cpu)")
+    add_threads_option(parser)
     parser.set_defaults(func=run)
 
 
@@ -88,8 +91,6 @@ def to_items(records: list[ItemRecord], input_path: Path, image_root: Path | Non
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.batch_size < 1:
-        raise CommandError("--batch-size must be at least 1")
     records = read_records(args.input)
     import paravec
 
@@ -97,6 +98,7 @@ def run(args: argparse.Namespace) -> int:
         embedder = paravec.load(args.model, mode=args.mode, device=args.device)
     except (ValueError, OSError) as error:
         raise CommandError(str(error)) from None
+    apply_threads(args.threads, embedder.dim)
     chunks = []
     show = len(records) > 4 * args.batch_size
     from tqdm.auto import tqdm

@@ -15,12 +15,13 @@ the first.
 from __future__ import annotations
 
 import argparse
-import re
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
 from paravec.cli import CommandError
+from paravec.commands.options import add_mode_option, add_threads_option, non_negative_int, positive_int
+from paravec.core.threads import apply_threads
 
 COMPARE_DIR = "compare"
 GALLERY_FILE = "gallery.png"
@@ -41,16 +42,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="a model folder or a preset name")
-    parser.add_argument("--mode", type=_mode, default=None,
-                        help="inference mode: path0 (single prefix, the paper's default), path<i>, aggregate (all "
-                             "paths) or no-prefix (ablation); default: the model's own")
-    parser.add_argument("--batch-size", type=_positive_int, default=16)
-    parser.add_argument("--show", type=_non_negative_int, default=0, metavar="N",
+    add_mode_option(parser)
+    parser.add_argument("--batch-size", type=positive_int, default=16)
+    parser.add_argument("--show", type=non_negative_int, default=0, metavar="N",
                         help=f"draw N queries with each model's top candidates to OUT/{GALLERY_FILE}")
-    parser.add_argument("--show-k", type=_positive_int, default=3, metavar="K",
+    parser.add_argument("--show-k", type=positive_int, default=3, metavar="K",
                         help="candidates per model in the gallery (default 3)")
     parser.add_argument("--compare-model", default=None, metavar="MODEL",
                         help=f"also evaluate this model (results in OUT/{COMPARE_DIR}) and show it beside the first")
+    add_threads_option(parser)
 
 
 def _register_mmeb(commands: argparse._SubParsersAction) -> None:
@@ -107,7 +107,7 @@ def _register_convert(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--format", required=True, choices=sorted(CONVERTERS))
     parser.add_argument("--src", required=True, type=Path)
     parser.add_argument("--out", required=True, type=Path, help="folder to write captions.jsonl into")
-    parser.add_argument("--limit", type=_positive_int, default=SHAREGPT4V_EVAL_SIZE,
+    parser.add_argument("--limit", type=positive_int, default=SHAREGPT4V_EVAL_SIZE,
                         help=f"sharegpt4v only: entries to take (default {SHAREGPT4V_EVAL_SIZE})")
     parser.set_defaults(func=run_convert)
 
@@ -124,11 +124,13 @@ def _user_errors() -> Iterator[None]:
         raise CommandError(str(error)) from error
 
 
-def _load(model: str):
+def _load(model: str, threads):
     from paravec import load
 
     with _user_errors():
-        return load(model)
+        embedder = load(model)
+    apply_threads(threads, embedder.dim)
+    return embedder
 
 
 def _model_id(embedder, model: str) -> str:
@@ -156,9 +158,9 @@ def run_mmeb(args: argparse.Namespace) -> int:
     with _user_errors():  # check the data before loading a model
         files = find_subsets(args.data)
         chosen = select_subsets(files, args.subsets, args.data)
-    models = [_load(args.model)]
+    models = [_load(args.model, args.threads)]
     if args.compare_model:
-        models.append(_load(args.compare_model))
+        models.append(_load(args.compare_model, args.threads))
     runs = [args.out, args.out / COMPARE_DIR][: len(models)]
     with _user_errors():
         for embedder, model, out in zip(models, [args.model, args.compare_model], runs):
@@ -186,9 +188,9 @@ def run_retrieval(args: argparse.Namespace) -> int:
         raise CommandError("--show needs --out (the gallery is written there)")
     with _user_errors():  # check the data before loading a model
         read_captions(args.data)
-    models = [_load(args.model)]
+    models = [_load(args.model, args.threads)]
     if args.compare_model:
-        models.append(_load(args.compare_model))
+        models.append(_load(args.compare_model, args.threads))
     runs = [args.out, args.out / COMPARE_DIR if args.out else None][: len(models)]
     results = []
     with _user_errors():
@@ -228,25 +230,3 @@ def run_convert(args: argparse.Namespace) -> int:
     num_images, num_captions = write_captions(path, pairs)
     print(f"wrote {num_images} images and {num_captions} captions to {path}")
     return 0
-
-
-def _mode(text: str) -> str:
-    from paravec.pdf.model import INFERENCE_MODES
-
-    if text not in INFERENCE_MODES and not re.fullmatch(r"path\d+", text):
-        raise argparse.ArgumentTypeError(f"unknown mode {text!r}; use {', '.join(INFERENCE_MODES)} or path<i>")
-    return text
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
-    return value

@@ -12,6 +12,8 @@ import sys
 from typing import TYPE_CHECKING
 
 from paravec.cli import CommandError
+from paravec.commands.options import add_threads_option
+from paravec.core.threads import apply_threads
 
 if TYPE_CHECKING:
     from paravec.serve.app import ServeConfig
@@ -53,6 +55,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--max-request-pixels", type=int, default=defaults.max_request_pixels, help="all images of a request together"
     )
     parser.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
+    add_threads_option(parser)
     parser.set_defaults(func=run)
 
 
@@ -73,6 +76,7 @@ def run(args: argparse.Namespace) -> int:
         embedder = paravec.load(args.model, mode=args.mode)
     except (OSError, ValueError, KeyError) as error:
         raise CommandError(f"cannot load model {args.model!r}: {error}") from None
+    apply_threads(args.threads, embedder.dim)
     app = create_app(embedder, config)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
     return 0

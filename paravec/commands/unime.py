@@ -12,6 +12,7 @@ import argparse
 from pathlib import Path
 
 from paravec.cli import CommandError
+from paravec.commands.options import add_threads_option
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -30,6 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     teacher.add_argument("--trust-remote-code", action="store_true",
                          help="allow the teacher's own modeling code (NV-Embed-v2 needs it)")
     teacher.add_argument("--overwrite", action="store_true", help="replace embeddings this teacher already wrote")
+    add_threads_option(teacher)
     teacher.set_defaults(func=run_teacher)
 
 
@@ -40,6 +42,9 @@ def run_teacher(args: argparse.Namespace) -> int:
 
     if args.max_per_subset < 0 or args.batch_size < 1:
         raise CommandError("--max-per-subset must be 0 or more and --batch-size 1 or more")
+    from paravec.core.threads import apply_threads
+
+    apply_threads(args.threads)  # the teacher's width is unknown before it loads: all usable cores
     source = MMEBTrainSource(args.data, args.data, subsets=args.subsets, split=args.split,
                              max_rows_per_subset=args.max_per_subset or None)
     try:

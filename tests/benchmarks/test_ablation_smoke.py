@@ -2,9 +2,7 @@
 rows, one seed, two steps. Checks the outputs and that a second invocation reuses the runs;
 scores of two-step models mean nothing and are not asserted."""
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -12,16 +10,12 @@ import pytest
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "ablation.py"
 
 
-def load_script():
-    spec = importlib.util.spec_from_file_location("benchmarks_ablation", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the file runs
-    spec.loader.exec_module(module)
-    return module
+@pytest.fixture
+def ablation(import_file):
+    return import_file(SCRIPT, "benchmarks_ablation")
 
 
-def test_ablation_writes_table_figures_and_results_and_resumes(tmp_path):
-    ablation = load_script()
+def test_ablation_writes_table_figures_and_results_and_resumes(tmp_path, ablation):
     out, report_dir = tmp_path / "runs", tmp_path / "report"
     argv = ["--out", str(out), "--report-dir", str(report_dir), "--seeds", "0", "--steps", "2",
             "--rows", "R1", "R5", "--benchmark-size", "small", "--eval-batch-size", "32",
@@ -70,8 +64,7 @@ def test_ablation_writes_table_figures_and_results_and_resumes(tmp_path):
         ablation.main([*argv[:7], "3", *argv[8:]])
 
 
-def test_sweep_plan_reuses_r5_for_the_centre_value(tmp_path):
-    ablation = load_script()
+def test_sweep_plan_reuses_r5_for_the_centre_value(tmp_path, ablation):
     workspace = ablation.Workspace(tmp_path, None, [])
     work = ablation.plan(["R1"], [0, 1], ["K"], workspace.config_of)
     assert [run.name for run in work.runs] == ["R1-seed0", "R5-K10-seed0", "R5-seed0", "R5-K40-seed0",

@@ -1,7 +1,6 @@
 """The performance harness end to end on tiny-qwen2-vl with tiny sizes, and its FLOPs accounting
 against paravec.flops. Timings are never asserted: on a shared machine they mean nothing here."""
 
-import importlib.util
 import json
 import math
 import sys
@@ -21,13 +20,9 @@ TINY = ["--model", "tiny-qwen2-vl", "--repeats", "1", "--warmup", "0", "--thread
 
 
 @pytest.fixture(scope="module")
-def perf():
-    spec = importlib.util.spec_from_file_location("benchmarks_perf", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the file runs
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop(spec.name, None)
+def perf(import_file):
+    yield import_file(SCRIPT, "benchmarks_perf")
+    sys.modules.pop("benchmarks_perf", None)
 
 
 def test_harness_runs_end_to_end_and_emits_every_key(perf, capsys):

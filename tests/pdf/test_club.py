@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
@@ -117,25 +115,7 @@ def test_paper_scale_batch_runs():
     assert torch.isfinite(bound) and torch.isfinite(x.grad).all() and torch.isfinite(y.grad).all()
 
 
-@pytest.fixture
-def one_thread():
-    """Loops over tiny tensors: a second thread only adds synchronisation (and stalls on a busy machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def _club_reference_benchmark():
-    path = Path(__file__).resolve().parents[2] / "benchmarks" / "club_reference.py"
-    spec = importlib.util.spec_from_file_location("club_reference", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the class is built
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_estimates_mi_of_correlated_gaussians(one_thread):
+def test_estimates_mi_of_correlated_gaussians(one_thread, import_file):
     """Shortened CLUB-paper check (the full table: benchmarks/club_reference.py).
 
     Levels 2, 5, 8 with a fresh estimator each and 2000 steps instead of 4000, otherwise the
@@ -144,7 +124,7 @@ def test_estimates_mi_of_correlated_gaussians(one_thread):
     a margin; a wrong factor (e.g. a missing 1/2) would double the estimates and fail. The
     estimates must also rise with the true MI by at least two thirds of the true spacing.
     """
-    benchmark = _club_reference_benchmark()
+    benchmark = import_file(Path(__file__).resolve().parents[2] / "benchmarks" / "club_reference.py", "club_reference")
     results = benchmark.estimate_mi_curve([2.0, 5.0, 8.0], steps=2000, seed=0, fresh_per_level=True)
     for result in results:
         assert abs(result.bias) <= 1.0, f"true MI {result.true_mi}: estimate {result.estimate:.3f}"

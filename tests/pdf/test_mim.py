@@ -142,15 +142,6 @@ def test_estimator_steps_repeat_the_update():
         torch.testing.assert_close(a, b)
 
 
-@pytest.fixture
-def one_thread():
-    """Loops over tiny tensors: a second thread only adds synchronisation (and stalls on a busy machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_estimator_learns_dependence_and_the_game_lowers_the_bound(one_thread):
     """Stage 1 raises the likelihood of dependent paths; stage 2 then lowers the bound it sees."""
     torch.manual_seed(0)

@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from paravec.train import checkpoint as checkpoint_module
-from paravec.core.atomic import MARKER_NAME, atomic_write_dir, find_problem, read_marker
+from paravec.core.atomic import MARKER_NAME, find_problem, read_marker
 from paravec.train.checkpoint import CheckpointManager, capture_rng_state, restore_rng_state
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -172,19 +172,6 @@ def test_saving_a_step_again_replaces_it(tmp_path):
     assert (manager.path_for(4) / "model").read_bytes() == b"new"
     assert not (manager.path_for(4) / "extra").exists()
     assert sorted(p.name for p in manager.directory.iterdir()) == ["step-4"]
-
-
-def test_atomic_write_dir_for_final_and_bad_arguments(tmp_path):
-    final = atomic_write_dir(tmp_path / "final", writer(model=b"v1"))
-    atomic_write_dir(final, writer(model=b"v2"))
-    assert (final / "model").read_bytes() == b"v2"
-    assert read_marker(final)["step"] is None
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["final"]
-    with pytest.raises(ValueError, match="reserved"):
-        atomic_write_dir(tmp_path / "other", writer(**{MARKER_NAME: b"{}"}))
-    with pytest.raises(TypeError):
-        atomic_write_dir(tmp_path / "other", writer(model=b"x"), metadata={"bad": object()})
-    assert not (tmp_path / "other").exists()
 
 
 def test_several_processes_write_shards_and_only_the_main_one_publishes(tmp_path):

@@ -1,9 +1,6 @@
 """The training loop: exact resume, non-finite steps, two processes equal one."""
 
 import json
-import os
-import socket
-import subprocess
 import sys
 from pathlib import Path
 
@@ -11,40 +8,19 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from paravec.data.mini import generate_mini_benchmark
-from paravec.config import config_from_dict
 from paravec.train.loop import Trainer, TrainingStopped
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def mini(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("mini")
-    generate_mini_benchmark(folder, size="small")
-    return folder
+def mini(small_mini):
+    return small_mini
 
 
-def _config(mini, out, **overrides):
-    raw = {
-        "output_dir": str(out),
-        "seed": 3,
-        "model": {"backbone": "tiny-qwen2-vl", "image_resolution": 4096,
-                  "lora": {"enabled": True, "r": 4, "alpha": 8, "dropout": 0.1}},
-        "method": {"name": "pdf", "num_paths": 2, "prefix_len": 3},
-        "loss": {"lambda_mim": 0.01, "mim": {"lr": 1e-3}},
-        "data": {"train_dir": str(mini / "train"), "image_root": str(mini / "images"), "max_per_subset": None},
-        "optim": {"lr": 1e-3, "warmup_steps": 2},
-        "train": {"max_steps": 6, "batch_size": 8, "chunk_size": 4, "save_every": 3, "keep_last": 2},
-        "log": {"tensorboard": False, "plots": False, "console_every": 100},
-    }
-    for dotted, value in overrides.items():
-        section = raw
-        *parents, leaf = dotted.split(".")
-        for key in parents:
-            section = section.setdefault(key, {})
-        section[leaf] = value
-    return config_from_dict(raw)
+@pytest.fixture(scope="module")
+def _config(tiny_run_config):
+    return tiny_run_config
 
 
 def _final_weights(run: Path) -> dict[str, torch.Tensor]:
@@ -57,7 +33,7 @@ class _Killed(Exception):
     pass
 
 
-def test_a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(mini, tmp_path):
+def test_a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(mini, tmp_path, _config):
     Trainer(_config(mini, tmp_path / "whole")).run()
 
     interrupted = Trainer(_config(mini, tmp_path / "split"))
@@ -84,7 +60,7 @@ def test_a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(mini, tmp_p
     assert [entry["step"] for entry in history] == [1, 2, 3, 4, 5, 6]
 
 
-def test_a_non_finite_loss_is_skipped_without_touching_the_weights(mini, tmp_path):
+def test_a_non_finite_loss_is_skipped_without_touching_the_weights(mini, tmp_path, _config):
     trainer = Trainer(_config(mini, tmp_path / "nan", **{"train.max_steps": 3, "train.save_every": 0, "optim.warmup_steps": 0}))
     original = trainer.objective.loss
     calls = {"n": 0}
@@ -115,7 +91,7 @@ def test_a_non_finite_loss_is_skipped_without_touching_the_weights(mini, tmp_pat
     assert history[-1]["count/nonfinite_steps"] == 1
 
 
-def test_too_many_non_finite_losses_stop_with_the_checkpoint_intact(mini, tmp_path):
+def test_too_many_non_finite_losses_stop_with_the_checkpoint_intact(mini, tmp_path, _config):
     trainer = Trainer(_config(mini, tmp_path / "stop", **{"train.save_every": 1, "train.max_nonfinite_steps": 2}))
     original = trainer.objective.loss
 
@@ -134,34 +110,7 @@ def test_too_many_non_finite_losses_stop_with_the_checkpoint_intact(mini, tmp_pa
     assert (tmp_path / "stop" / "final" / "paravec.json").exists()
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _launch(config_path: Path, world_size: int) -> None:
-    port = _free_port()
-    processes = []
-    for rank in range(world_size):
-        env = {
-            **os.environ, "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(world_size),
-            "LOCAL_WORLD_SIZE": str(world_size), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
-            "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1",
-        }
-        if world_size == 1:
-            for key in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE"):
-                env.pop(key)
-        processes.append(subprocess.Popen(
-            [sys.executable, "-m", "paravec.cli", "train", str(config_path)], env=env, cwd=ROOT,
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        ))
-    outputs = [p.communicate(timeout=600)[0] for p in processes]
-    for process, output in zip(processes, outputs):
-        assert process.returncode == 0, output[-3000:]
-
-
-def test_two_processes_with_half_batches_equal_one_process_with_the_whole(mini, tmp_path):
+def test_two_processes_with_half_batches_equal_one_process_with_the_whole(mini, tmp_path, _config, run_ranks):
     import yaml
 
     runs = {}
@@ -171,7 +120,7 @@ def test_two_processes_with_half_batches_equal_one_process_with_the_whole(mini, 
         })
         path = tmp_path / f"world{world}.yaml"
         path.write_text(yaml.safe_dump(cfg.to_dict()))
-        _launch(path, world)
+        run_ranks([sys.executable, "-m", "paravec.cli", "train", str(path)], world)
         runs[world] = tmp_path / f"world{world}"
     history = {w: [json.loads(l) for l in (r / "logs" / "history.jsonl").read_text().splitlines()] for w, r in runs.items()}
     for one, two in zip(history[1], history[2]):
@@ -182,7 +131,7 @@ def test_two_processes_with_half_batches_equal_one_process_with_the_whole(mini, 
         assert torch.allclose(single[name], double[name], atol=1e-5), name
 
 
-def test_periodic_evaluation_is_logged_beside_the_losses(mini, tmp_path):
+def test_periodic_evaluation_is_logged_beside_the_losses(mini, tmp_path, _config):
     cfg = _config(mini, tmp_path / "evals", **{
         "train.max_steps": 2, "train.save_every": 0, "eval.every": 2, "eval.dir": str(mini / "eval"),
         "eval.image_root": str(mini / "images"), "eval.subsets": ["ShapeClass", "CountVQA"], "eval.batch_size": 32,

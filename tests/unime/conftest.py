@@ -1,7 +1,6 @@
 """Shared, built once: the tiny teacher, and the mini benchmark with its teacher embeddings."""
 
 import pytest
-import torch
 
 from paravec.data.mini import generate_mini_benchmark
 from paravec.data.mmeb_train import MMEBTrainSource
@@ -11,13 +10,8 @@ from .helpers import build_tiny_teacher
 
 
 @pytest.fixture(scope="package", autouse=True)
-def one_thread():
-    """Tiny models gain nothing from a second thread, and on a busy 2-core machine the waiting
-    threads cost far more than the work (measured: 0.6 s against 39 s for 3 training steps)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _single_threaded(one_thread_for_the_package):
+    """Every test here trains or embeds tiny models: one thread (see tests/conftest.py)."""
 
 
 @pytest.fixture(scope="session")

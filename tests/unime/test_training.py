@@ -15,25 +15,21 @@ from PIL import Image
 import paravec
 from paravec.presets import load_backbone
 from paravec.core import history_keys as names
-from paravec.config import config_from_dict
 from paravec.train.loop import Trainer
 
 STEPS = 3
 
 
-def _config(mini: Path, out: Path, method: dict, loss: dict, **train) -> dict:
-    return {
-        "output_dir": str(out),
-        "seed": 5,
-        "model": {"backbone": "tiny-qwen2-vl", "image_resolution": 4096,
-                  "lora": {"enabled": True, "r": 4, "alpha": 8, "dropout": 0.0}},
-        "method": method,
-        "loss": loss,
-        "data": {"train_dir": str(mini / "train"), "image_root": str(mini / "images"), "max_per_subset": None},
-        "optim": {"lr": 1e-3, "warmup_steps": 1},
-        "train": {"max_steps": STEPS, "batch_size": 8, "chunk_size": 4, "save_every": 0, **train},
-        "log": {"tensorboard": False, "plots": False, "console_every": 100},
-    }
+@pytest.fixture(scope="module")
+def run_config(tiny_run_config):
+    def build(mini: Path, out: Path, method: dict, loss: dict, *, backbone: str = "tiny-qwen2-vl", **train):
+        return tiny_run_config(mini, out, **{
+            "seed": 5, "model.backbone": backbone, "model.lora.dropout": 0.0, "method": method, "loss": loss,
+            "optim": {"lr": 1e-3, "warmup_steps": 1},
+            "train": {"max_steps": STEPS, "batch_size": 8, "chunk_size": 4, "save_every": 0, **train},
+        })
+
+    return build
 
 
 def _history(run: Path) -> list[dict]:
@@ -49,10 +45,10 @@ def _encodes(run: Path) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def stage1(mini_with_teacher, tiny_teacher, tmp_path_factory):
+def stage1(mini_with_teacher, tiny_teacher, tmp_path_factory, run_config):
     out = tmp_path_factory.mktemp("runs") / "stage1"
     loss = {"distill": {"teacher_dir": str(tiny_teacher), "temperature_student": 0.05, "temperature_teacher": 0.05}}
-    Trainer(config_from_dict(_config(mini_with_teacher, out, {"name": "unime-stage1"}, loss))).run()
+    Trainer(run_config(mini_with_teacher, out, {"name": "unime-stage1"}, loss)).run()
     return out
 
 
@@ -74,10 +70,9 @@ def test_stage1_distils_and_merges_its_lora_into_a_loadable_backbone(stage1):
     assert all(torch.equal(p, vision[n]) for n, p in merged.base.visual.named_parameters())
 
 
-def test_stage2_trains_from_stage1_with_filtered_and_dataset_hard_negatives(stage1, mini_with_teacher, tmp_path):
-    raw = _config(mini_with_teacher, tmp_path / "stage2", {"name": "unime-stage2"}, {"hard_negatives": {"top_k": 3}})
-    raw["model"]["backbone"] = str(stage1 / "final" / "backbone")
-    cfg = config_from_dict(raw)
+def test_stage2_trains_from_stage1_with_filtered_and_dataset_hard_negatives(stage1, mini_with_teacher, tmp_path, run_config):
+    cfg = run_config(mini_with_teacher, tmp_path / "stage2", {"name": "unime-stage2"}, {"hard_negatives": {"top_k": 3}},
+                     backbone=str(stage1 / "final" / "backbone"))
     assert cfg.loss.hard_negatives.enabled and cfg.loss.hard_negatives.threshold == 0.1
     Trainer(cfg).run()
     history = _history(tmp_path / "stage2")
@@ -89,10 +84,10 @@ def test_stage2_trains_from_stage1_with_filtered_and_dataset_hard_negatives(stag
     _encodes(tmp_path / "stage2")
 
 
-def test_pdf_with_hard_negatives_without_gradcache(mini_with_teacher, tmp_path):
+def test_pdf_with_hard_negatives_without_gradcache(mini_with_teacher, tmp_path, run_config):
     method = {"name": "pdf", "num_paths": 2, "prefix_len": 3}
     loss = {"lambda_mim": 0.01, "hard_negatives": {"enabled": True, "top_k": 3}}
-    Trainer(config_from_dict(_config(mini_with_teacher, tmp_path / "pdf", method, loss, chunk_size=None))).run()
+    Trainer(run_config(mini_with_teacher, tmp_path / "pdf", method, loss, chunk_size=None)).run()
     history = _history(tmp_path / "pdf")
     for entry in history:
         assert all(math.isfinite(entry[key]) for key in ("loss/infonce", "loss/path_0", "loss/path_1", names.MIM_LOSS))

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import datetime
 import os
-import socket
-import subprocess
 import sys
 import tempfile
 
@@ -64,10 +62,10 @@ def _hard_loss(queries, targets, negatives=None, owners=None, gather=True) -> to
     return hard_negative_info_nce(queries, targets, selection, TEMPERATURE, gather, own)
 
 
-def _worker(rank: int, port: int, out_dir: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+def _worker(out_dir: str) -> None:
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=WORLD, timeout=datetime.timedelta(seconds=120))
+    dist.init_process_group("gloo", timeout=datetime.timedelta(seconds=120))
+    rank = dist.get_rank()
     try:
         data, rows = _data(), slice(rank * LOCAL, (rank + 1) * LOCAL)
         leaves = {key: data[key][rows].clone().requires_grad_(True) for key in ("queries", "targets")}
@@ -122,25 +120,9 @@ def _gradcache_step(rank: int, data: dict, rows: slice) -> dict:
 
 
 @pytest.fixture(scope="module")
-def results() -> list[dict]:
+def results(run_ranks) -> list[dict]:
     with tempfile.TemporaryDirectory() as out_dir:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = str(sock.getsockname()[1])
-        processes = [subprocess.Popen([sys.executable, __file__, str(rank), port, out_dir], stderr=subprocess.PIPE, text=True)
-                     for rank in range(WORLD)]
-        failures = []
-        try:
-            for rank, process in enumerate(processes):
-                _, stderr = process.communicate(timeout=180)
-                if process.returncode != 0:
-                    failures.append(f"rank {rank} exited with {process.returncode}:\n{stderr[-3000:]}")
-        finally:
-            for process in processes:
-                if process.poll() is None:
-                    process.kill()
-        if failures:
-            pytest.fail("\n".join(failures))
+        run_ranks([sys.executable, __file__, out_dir], WORLD, timeout=180)
         return [torch.load(os.path.join(out_dir, f"rank{rank}.pt")) for rank in range(WORLD)]
 
 
@@ -188,4 +170,4 @@ def test_gradcache_with_a_negatives_group_on_one_process_gives_the_full_batch_gr
 
 
 if __name__ == "__main__":
-    _worker(int(sys.argv[1]), int(sys.argv[2]), sys.argv[3])
+    _worker(sys.argv[1])

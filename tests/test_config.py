@@ -21,7 +21,7 @@ from paravec.config import (
 from paravec.core.layout import RunLayout  # noqa: E402
 from paravec.recipes.pdf import TABLE3_TRAINING_ROWS  # noqa: E402
 
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 RUN_CONFIGS = sorted(CONFIGS.glob("*.yaml"))
 
 
