@@ -4,7 +4,7 @@
 ``Embedder.encode(items)`` embeds :class:`~paravec.items.Item` objects.
 
 The heavy modules (torch, transformers) load on first use of ``load`` or ``Embedder``, so
-importing a light submodule (the config reader, say) stays fast.
+importing a light submodule (``paravec.items``, ``paravec.core``) stays fast.
 """
 
 from paravec.items import Item

@@ -29,10 +29,6 @@ class Item:
         if self.image is not None and not isinstance(self.image, Image.Image):
             raise TypeError(f"Item.image must be a PIL image, got {type(self.image).__name__}")
 
-    @property
-    def has_image(self) -> bool:
-        return self.image is not None
-
     def key(self) -> tuple:
         """A hashable identity used to embed each unique (text, image) once."""
         image_key = None
