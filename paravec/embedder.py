@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 from paravec.backbones import BackboneOptions
 from paravec.backbones.lora import base_state_dict, has_lora, load_lora, merge_lora, save_lora
 from paravec.core.atomic import atomic_write_dir
-from paravec.items import Item
+from paravec.items import PROMPT_FORMAT_0_1, Item
 from paravec.pdf.model import PDFConfig, PDFEmbeddingModel
 from paravec.presets import PRESETS, is_preset, load_backbone
 
@@ -56,10 +56,11 @@ class EmbedderSpec:
     method: str = "pdf"
     default_mode: str | None = None
     info: dict = field(default_factory=dict)
+    #: The folder format this spec was read from (this release writes FORMAT_VERSION).
+    format_version: int = FORMAT_VERSION
 
     def to_json(self) -> str:
-        payload = {"format_version": FORMAT_VERSION, **self.__dict__}
-        return json.dumps(payload, indent=2, sort_keys=True)
+        return json.dumps({**self.__dict__, "format_version": FORMAT_VERSION}, indent=2, sort_keys=True)
 
     @classmethod
     def from_file(cls, path: Path) -> "EmbedderSpec":
@@ -67,7 +68,7 @@ class EmbedderSpec:
             payload = json.loads(path.read_text())
         except json.JSONDecodeError as error:
             raise ValueError(f"{path}: not valid JSON ({error})") from None
-        version = payload.pop("format_version", None)
+        version = payload.get("format_version")
         if version not in READABLE_VERSIONS:
             raise ValueError(f"{path}: format_version {version!r} is not supported (this version reads "
                              f"{', '.join(map(str, READABLE_VERSIONS))}; a newer paravec wrote it?)")
@@ -182,6 +183,27 @@ def merge_lora_into_backbone(model: PDFEmbeddingModel) -> None:
 
 
 # --------------------------------------------------------------------------- loading
+#: What VLM2Vec's code does to inputs, as paravec loading options (its MMEB configs use the same):
+#: its default ``image_resolution: high`` square resize and its prompt (bare image token, no template).
+VLM2VEC_OPTIONS = {"image_resolution": "high", "prompt_format": "vlm2vec"}
+PEFT_ADAPTER_CONFIG = "adapter_config.json"
+FOLDER_FORMATS = ("paravec", "vlm2vec")
+
+
+@dataclass
+class _Source:
+    """Where an embedder's parts are: its spec, the folder LoRA comes from, the heads file."""
+
+    spec: EmbedderSpec
+    folder: Path | None = None
+    lora_dir: Path | None = None
+    merge_lora: bool = False
+
+    @property
+    def heads_file(self) -> Path | None:
+        return None if self.folder is None else self.folder / HEADS_FILE
+
+
 def load(
     source: str | os.PathLike,
     *,
@@ -190,30 +212,46 @@ def load(
     dtype: str | None = None,
     attn_implementation: str | None = None,
     image_resolution: str | int | None = None,
+    folder_format: str | None = None,
 ) -> Embedder:
-    """An embedder from a preset name, a saved paravec folder, or a plain HF checkpoint."""
+    """An embedder from a preset name, a saved paravec folder, a VLM2Vec checkpoint or a plain
+    Hugging Face checkpoint.
+
+    ``folder_format``: ``vlm2vec`` reads a Hugging Face checkpoint as a VLM2Vec model (its
+    resize, prompt and pooling); a PEFT adapter folder (``adapter_config.json``, as VLM2Vec saves
+    its LoRA runs) is read that way without asking. ``paravec`` insists on a paravec folder.
+    """
     source = str(source)
-    spec, base_dir = _resolve_spec(source)
+    found = _resolve(source, folder_format)
+    spec = found.spec
     options = dict(spec.backbone_options)
+    if spec.format_version == 1:  # paravec 0.1 had one prompt format, and other high/low meanings
+        options.setdefault("prompt_format", PROMPT_FORMAT_0_1)
     for key, value in (("dtype", dtype), ("attn_implementation", attn_implementation), ("image_resolution", image_resolution)):
         if value is not None:
             options[key] = value
     backbone_source = spec.backbone
-    if base_dir is not None and backbone_source == BACKBONE_DIR:
-        backbone_source = str(base_dir / BACKBONE_DIR)
+    if found.folder is not None and backbone_source == BACKBONE_DIR:
+        backbone_source = str(found.folder / BACKBONE_DIR)
     adapter = load_backbone(backbone_source, BackboneOptions(**options))
-    if spec.lora is not None:
-        if base_dir is None:
-            raise ValueError(f"{source}: spec names LoRA settings but there is no folder to read them from")
-        load_lora(adapter, str(base_dir / LORA_DIR))
-    heads_file = base_dir / HEADS_FILE if base_dir is not None else None
-    has_heads = heads_file is not None and heads_file.exists()
+    if spec.format_version == 1:
+        if image_resolution is None:
+            options["image_resolution"] = adapter.resolution_from_0_1(options.get("image_resolution", "default"))
+            adapter.apply_resolution(options["image_resolution"])
+        # From here on the spec says in today's terms what the folder computes (an export of
+        # this model writes the current format).
+        spec = EmbedderSpec(**{**spec.__dict__, "backbone_options": options, "format_version": FORMAT_VERSION})
+    if found.lora_dir is not None:
+        load_lora(adapter, str(found.lora_dir))
+        if found.merge_lora:  # VLM2Vec merges its adapter for evaluation; so do we
+            merge_lora(adapter)
+    has_heads = found.heads_file is not None and found.heads_file.exists()
     model = PDFEmbeddingModel(adapter, spec.paths, initialize=not has_heads)
     if has_heads:
-        heads = load_file(str(base_dir / HEADS_FILE))
+        heads = load_file(str(found.heads_file))
         own = model.method_parameters()
         if set(heads) != set(own):
-            raise ValueError(f"{base_dir / HEADS_FILE}: holds {sorted(heads)}, the model expects {sorted(own)}")
+            raise ValueError(f"{found.heads_file}: holds {sorted(heads)}, the model expects {sorted(own)}")
         with torch.no_grad():
             for name, tensor in heads.items():
                 own[name].copy_(tensor)
@@ -223,16 +261,42 @@ def load(
     return Embedder(model, spec, name=name, mode=mode)
 
 
-def _resolve_spec(source: str) -> tuple[EmbedderSpec, Path | None]:
+def _resolve(source: str, folder_format: str | None) -> _Source:
+    if folder_format not in (None, *FOLDER_FORMATS):
+        raise ValueError(f"folder format {folder_format!r}: use one of {', '.join(FOLDER_FORMATS)}")
     if is_preset(source):
-        return EmbedderSpec(backbone=source, pdf=PDFConfig().to_dict(), method="pdf"), None  # an untrained PDF model
+        return _Source(EmbedderSpec(backbone=source, pdf=PDFConfig().to_dict(), method="pdf"))  # an untrained PDF model
     path = Path(source).expanduser()
     if not path.exists() and (path.is_absolute() or source.startswith((".", "~"))):
         raise ValueError(f"{source}: no such model folder (and not a preset: {', '.join(sorted(PRESETS))})")
-    if (path / SPEC_FILE).is_file():
-        return EmbedderSpec.from_file(path / SPEC_FILE), path
+    if (path / SPEC_FILE).is_file() and folder_format != "vlm2vec":
+        spec = EmbedderSpec.from_file(path / SPEC_FILE)
+        return _Source(spec, path, path / LORA_DIR if spec.lora is not None else None)
+    if folder_format == "paravec":
+        raise ValueError(f"{source}: not a paravec model folder (no {SPEC_FILE})")
+    if (path / PEFT_ADAPTER_CONFIG).is_file():
+        return _vlm2vec_adapter(path)
     if path.exists() and not (path / "config.json").is_file():
-        raise ValueError(f"{source}: neither a paravec model folder ({SPEC_FILE}) nor a Hugging Face checkpoint (config.json)")
-    baseline = PDFConfig(num_paths=1, prefix_len=0).to_dict()
-    return EmbedderSpec(backbone=source, pdf=baseline, method="baseline"), None
+        raise ValueError(f"{source}: neither a paravec model folder ({SPEC_FILE}), a PEFT adapter "
+                         f"({PEFT_ADAPTER_CONFIG}) nor a Hugging Face checkpoint (config.json)")
+    plain = PDFConfig(num_paths=1, prefix_len=0).to_dict()
+    if folder_format == "vlm2vec":  # a merged VLM2Vec checkpoint is an ordinary HF folder
+        return _Source(EmbedderSpec(backbone=source, backbone_options=dict(VLM2VEC_OPTIONS), pdf=plain,
+                                    method="baseline", default_mode="no-prefix", info={"format": "vlm2vec"}))
+    return _Source(EmbedderSpec(backbone=source, pdf=plain, method="baseline"))
 
+
+def _vlm2vec_adapter(path: Path) -> _Source:
+    """A PEFT LoRA/DoRA adapter folder as VLM2Vec writes it: the adapter over the base model its
+    ``adapter_config.json`` names (``base_model_name_or_path``), merged in before embedding."""
+    config_file = path / PEFT_ADAPTER_CONFIG
+    try:
+        base = json.loads(config_file.read_text(encoding="utf-8"))["base_model_name_or_path"]
+    except (json.JSONDecodeError, KeyError, TypeError) as error:
+        raise ValueError(f"{config_file}: not a PEFT adapter config with base_model_name_or_path ({error!r})") from None
+    if not isinstance(base, str) or not base:
+        raise ValueError(f"{config_file}: base_model_name_or_path is empty; point it at the base model's folder or hub id")
+    plain = PDFConfig(num_paths=1, prefix_len=0).to_dict()
+    spec = EmbedderSpec(backbone=base, backbone_options=dict(VLM2VEC_OPTIONS), pdf=plain, method="baseline",
+                        default_mode="no-prefix", info={"format": "vlm2vec", "adapter": str(path)})
+    return _Source(spec, None, path, merge_lora=True)

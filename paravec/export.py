@@ -218,7 +218,7 @@ def export_run(
     counts = count_parameters(model, lora_merged=merge_lora)
     spec = EmbedderSpec(
         backbone=source.spec.backbone,
-        backbone_options=dict(source.spec.backbone_options),
+        backbone_options=dict(embedder.spec.backbone_options),
         pdf=model.config.to_dict(),
         lora=source.spec.lora,
         method=source.spec.method,

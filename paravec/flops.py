@@ -36,13 +36,15 @@ natural formula we tried gives it exactly -- the gap is 0.02% of the total); agg
 "approximately 1.32"). The LM head, 1.080 TFLOPs (5.7%), is what paravec's embedding path saves
 by reading hidden states and never computing logits.
 
-Parameters: 2,208,985,600 for Qwen2-VL-2B (tied embeddings); VLM2Vec's LoRA (r=8 on every module
-named in its target list, which in Qwen2-VL are the LLM's q/k/v/o/down projections) adds
-4,530,176 -> 2.214 B (Table 4: 2.214); the PDF prefix (N x layers x 2 x K x kv_heads x head_dim)
-and aggregator add 5,296,642 more -> 2.219 B (Table 4: 2.219). Table 4's trainable shares
-(0.211 / 0.415 / 0.449%) are matched to every printed digit only if the LLM's bias vectors and
-RMSNorm weights (144,896 values) are counted as trainable too; we report the LoRA, prefix and
-aggregator weights alone (0.205 / 0.443%).
+Parameters (:func:`parameter_report`, ``paravec params``): counted on an empty (meta-device)
+model built from the config, with the run's LoRA injected by PEFT itself and the PDF modules
+built by paravec, so the count is what training would create. Qwen2-VL-2B has 2,208,985,600
+(tied embeddings). VLM2Vec trains DoRA (``use_dora=True``, hard-coded in its ``MMEBModel.build``)
+on q/k/v/o/down of the LLM: at r=8 that is 4,530,176 LoRA weights plus DoRA's 143,360 magnitudes
+(one per output row of each adapted matrix, whatever the rank: the constant that a LoRA-only
+count misses), 0.211% of 2.214 B; r=16 gives 0.415% of 2.218 B; PDF adds prefixes of KV width
+(2 x 28 layers x 2 x 20 x 256 = 573,440) and the aggregator (4,723,202): 0.449% of 2.219 B -- all
+three as Table 4 prints them. The CLUB estimator is not counted (it never runs at inference).
 """
 
 from __future__ import annotations
@@ -399,10 +401,79 @@ def transformers_config(config_dict: dict[str, Any]) -> Any:
         raise ValueError(f"config with model_type {config_dict.get('model_type')!r}: {error}") from error
 
 
+#: Hub ids of released checkpoints whose architecture config is built in (offline counts).
+CHECKPOINT_ALIASES = {
+    "Qwen/Qwen2-VL-2B-Instruct": "qwen2-vl-2b", "Qwen/Qwen2-VL-2B": "qwen2-vl-2b",
+    "Qwen/Qwen2-VL-7B-Instruct": "qwen2-vl-7b", "Qwen/Qwen2-VL-7B": "qwen2-vl-7b",
+    "llava-hf/llava-v1.6-mistral-7b-hf": "llava-next-7b",
+}
+
+
+@dataclass(frozen=True)
+class ParameterReport:
+    """Parameters of a backbone as a run trains it: every weight, and the trainable ones by part."""
+
+    backbone: int
+    lora: int
+    prefix: int
+    aggregator: int
+    other_trainable: int  # backbone weights that train (train_all_weights, an unfrozen vision tower)
+
+    @property
+    def trainable(self) -> int:
+        return self.lora + self.prefix + self.aggregator + self.other_trainable
+
+    @property
+    def total(self) -> int:
+        return self.backbone + self.lora + self.prefix + self.aggregator
+
+    @property
+    def trainable_share(self) -> float:
+        return self.trainable / self.total
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"total": self.total, "trainable": self.trainable, "trainable_pct": 100 * self.trainable_share,
+                "backbone": self.backbone, "lora": self.lora, "prefix": self.prefix, "aggregator": self.aggregator,
+                "other_trainable": self.other_trainable}
+
+
+def parameter_report(config: Any, model: Any, paths: Any) -> ParameterReport:
+    """Count the parameters a run with ``model`` (:class:`~paravec.backbones.settings.ModelConfig`)
+    and ``paths`` (:class:`~paravec.pdf.model.PDFConfig`) trains, on a meta-device model: no
+    weights are allocated, LoRA/DoRA is injected by PEFT as in training."""
+    import torch
+    from peft import get_peft_model
+
+    from paravec.backbones import KVGeometry, adapter_for
+    from paravec.backbones.lora import lora_config_for, lora_parameter_count
+    from paravec.pdf.aggregator import Aggregator
+    from paravec.pdf.prefix import PrefixBank
+
+    adapter_class = adapter_for(config.model_type)
+    with torch.device("meta"):
+        hf_model = adapter_class.model_class(config)
+        backbone = sum(p.numel() for p in hf_model.parameters())
+        vision = sum(p.numel() for module in adapter_class.vision_modules_of(hf_model) for p in module.parameters())
+        lora = 0
+        if model.uses_lora:
+            hf_model = get_peft_model(hf_model, lora_config_for(hf_model, adapter_class.language_model_of(hf_model), model.lora))
+            lora = lora_parameter_count(hf_model)
+        trains_vision = not model.freeze_vision and (model.train_all_weights or model.uses_lora)
+        other = (backbone - vision if model.train_all_weights else 0) + (vision if trains_vision else 0)
+        prefix = aggregator = 0
+        if paths.use_prefix:
+            text = config.get_text_config()
+            prefix = sum(p.numel() for p in PrefixBank(KVGeometry.of(text), paths.num_paths, paths.prefix_len).parameters())
+            if paths.num_paths > 1:
+                aggregator = sum(p.numel() for p in Aggregator(text.hidden_size, paths.num_paths).parameters())
+    return ParameterReport(backbone, lora, prefix, aggregator, other)
+
+
 def load_config(backbone: str) -> Any:
     """The config of a built-in name, a local model directory holding config.json, or a preset."""
     from paravec.presets import PRESETS, is_preset, preset_config
 
+    backbone = CHECKPOINT_ALIASES.get(backbone, backbone)
     if backbone in BUILTIN_CONFIGS:
         return transformers_config(BUILTIN_CONFIGS[backbone])
     path = Path(backbone) / "config.json"
@@ -421,3 +492,16 @@ def load_config(backbone: str) -> Any:
         f"unknown backbone {backbone!r}: not a built-in config ({', '.join(BUILTIN_CONFIGS)}), "
         f"a preset ({', '.join(PRESETS)}) nor a directory with a config.json"
     )
+
+
+#: Table 4 of the PDF paper (VLM2Vec on Qwen2-VL-2B): total parameters (billions) and trainable share (%).
+PAPER_TABLE4_PARAMETERS = {
+    ("qwen2-vl-2b", "baseline", 8): (2.214, 0.211),
+    ("qwen2-vl-2b", "baseline", 16): (2.218, 0.415),
+    ("qwen2-vl-2b", "pdf", 8): (2.219, 0.449),
+}
+
+
+def paper_parameters(backbone: str, method: str, rank: int) -> tuple[float, float] | None:
+    """Table 4's (total B, trainable %) for this backbone, method and LoRA rank, if it has a row."""
+    return PAPER_TABLE4_PARAMETERS.get((CHECKPOINT_ALIASES.get(backbone, backbone), method, rank))

@@ -88,7 +88,7 @@ def test_every_base_file_is_included_by_some_config():
                 break
             path = (path.parent / base).resolve()
             reached.add(path)
-    assert set((CONFIGS / "base").glob("*.yaml")) == {p for p in reached}
+    assert set((CONFIGS / "base").glob("*.yaml")) <= reached
 
 
 @pytest.mark.parametrize("pdf_path", sorted(CONFIGS.glob("*-pdf.yaml")), ids=lambda p: p.name)
@@ -168,7 +168,7 @@ def test_unknown_top_level_key_and_section_key(tmp_path):
         ("optim.lr=fast", "optim.lr: got 'fast' (str), expected a finite number"),
         ("optim.lr=.nan", "optim.lr: got nan (float), expected a finite number"),
         ("method.name=pfd", "method.name: got 'pfd' (str), expected one of 'baseline', 'pdf'"),
-        ("model.image_resolution=medium", "expected one of 'low', 'high', 'default' or an integer"),
+        ("model.image_resolution=medium", "expected 'default', 'high', 'low', 'single_tile', 'square=N', 'max_pixels=N' or a pixel count"),
         ("data.subsets=A-OKVQA", "data.subsets: got 'A-OKVQA' (str), expected a list of strings or null"),
         ("model.lora.target_modules=[q_proj, 3]", "expected a list of strings"),
         ("model=small", "model: got 'small' (str), expected a mapping of keys"),
@@ -187,7 +187,7 @@ def test_wrong_type_names_key_value_and_expectation(tmp_path, override, expected
         ("model.lora.dropout=1.5", "model.lora.dropout: got 1.5 (float), expected a value in [0, 1)"),
         ("optim.betas=[0.9]", "optim.betas: got [0.9] (list), expected two numbers in [0, 1)"),
         ("train.keep_last=0", "train.keep_last: got 0 (int), expected a value greater than 0"),
-        ("model.image_resolution=-5", "'low', 'high', 'default' or a positive pixel count"),
+        ("model.image_resolution=-5", "model.image_resolution: got -5 (int), expected 'default', 'high', 'low'"),
         ("output_dir=''", "output_dir: got '' (str), expected a non-empty value"),
     ],
 )

@@ -16,12 +16,15 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any, ClassVar, Sequence
+from typing import Any, ClassVar, Mapping, Sequence, Union
 
 import torch
 from PIL import Image
 from torch import nn
 from transformers import PretrainedConfig, PreTrainedModel
+
+from paravec.backbones.resolution import FORMS, parse_resolution
+from paravec.items import PROMPT_FORMATS, PromptFormat
 
 _REGISTRY: dict[str, type["BackboneAdapter"]] = {}
 
@@ -58,6 +61,11 @@ class KVGeometry:
     num_kv_heads: int
     head_dim: int
 
+    @classmethod
+    def of(cls, text_config: PretrainedConfig) -> "KVGeometry":
+        head_dim = getattr(text_config, "head_dim", None) or text_config.hidden_size // text_config.num_attention_heads
+        return cls(text_config.num_hidden_layers, text_config.num_key_value_heads, head_dim)
+
 
 class BackboneAdapter(ABC):
     """A vision-language model seen as an embedder: inputs in, last hidden states out."""
@@ -72,6 +80,9 @@ class BackboneAdapter(ABC):
     #: ``{prompt}`` marks the user's text. Prompts that ask for an answer (UniME's one-word
     #: summary) are wrapped in it, so the last token is where the model would start replying.
     chat_format: ClassVar[str] = "{prompt}"
+    #: The squares VLM2Vec resizes every image to before this family's processor, for
+    #: ``image_resolution: high`` and ``low`` (see :mod:`paravec.backbones.resolution`).
+    square_sides: ClassVar[Mapping[str, int]] = {}
 
     def __init__(self, model: PreTrainedModel, processor: Any) -> None:
         self.model = model
@@ -80,6 +91,10 @@ class BackboneAdapter(ABC):
         self.peft_model: Any = None
         #: Longest text an item keeps, in tokens (None: no limit); see :meth:`truncate_text`.
         self.max_text_tokens: int | None = None
+        #: Side every image is resized to before the processor (None: images as they come).
+        self.square_side: int | None = None
+        #: How items become prompts (see :data:`paravec.items.PROMPT_FORMATS`).
+        self.prompt_format: PromptFormat = PROMPT_FORMATS["paper"]
 
     # ----------------------------------------------------------------- loading
     @classmethod
@@ -91,12 +106,42 @@ class BackboneAdapter(ABC):
         image processors import torchvision and some processors insist on a video processor.
         """
 
-    @abstractmethod
-    def apply_resolution(self, resolution: str | int) -> None:
-        """Set the pixel budget: ``"low"``, ``"high"``, ``"default"`` (the checkpoint's) or max pixels.
+    def apply_resolution(self, value: Union[str, int]) -> None:
+        """Set how images are sized (see :mod:`paravec.backbones.resolution`); the paper trains
+        low- and high-resolution variants, and what those mean is per family."""
+        resolution = parse_resolution(value, self.vlm2vec_squares())
+        self.square_side = resolution.size if resolution.kind == "square" else None
+        self.use_checkpoint_processing()
+        if resolution.kind == "max_pixels":
+            self.cap_pixels(resolution.size)
+        elif resolution.kind == "single_tile":
+            self.use_single_tile()
 
-        The paper trains low- and high-resolution variants; what those mean is per family.
-        """
+    def vlm2vec_squares(self) -> dict[str, int]:
+        return dict(self.square_sides)
+
+    @abstractmethod
+    def use_checkpoint_processing(self) -> None:
+        """Put the processor (and model, where it must agree) back to the checkpoint's settings."""
+
+    def cap_pixels(self, max_pixels: int) -> None:
+        raise ValueError(f"{type(self).__name__}: image_resolution max_pixels=N needs a processor with a pixel "
+                         f"budget, which this family does not have; use {FORMS}")
+
+    def use_single_tile(self) -> None:
+        raise ValueError(f"{type(self).__name__}: image_resolution single_tile is for tiling families "
+                         f"(LLaVA-NeXT, Idefics3); use {FORMS}")
+
+    @classmethod
+    def resolution_from_0_1(cls, value: Union[str, int]) -> Union[str, int]:
+        """What ``value`` meant in an embedder folder written by paravec 0.1, in today's forms."""
+        return value
+
+    def set_prompt_format(self, name: str) -> None:
+        try:
+            self.prompt_format = PROMPT_FORMATS[name]
+        except KeyError:
+            raise ValueError(f"unknown prompt_format {name!r}; use one of {', '.join(PROMPT_FORMATS)}") from None
 
     # --------------------------------------------------------------- structure
     @property
@@ -110,12 +155,23 @@ class BackboneAdapter(ABC):
 
     @property
     def language_model(self) -> nn.Module:
-        return self.base.language_model
+        return self.language_model_of(self.model)
+
+    @classmethod
+    def language_model_of(cls, model: PreTrainedModel) -> nn.Module:
+        """The decoder inside a model of this family (no adapter needed: parameter counts on an
+        empty, meta-device model use it)."""
+        return model.model.language_model
 
     @property
-    @abstractmethod
     def vision_modules(self) -> list[nn.Module]:
         """Modules that form the vision side (encoder and projector): frozen by default."""
+        return self.vision_modules_of(self.model)
+
+    @classmethod
+    @abstractmethod
+    def vision_modules_of(cls, model: PreTrainedModel) -> list[nn.Module]:
+        """The vision side of a model of this family (see :meth:`language_model_of`)."""
 
     @property
     def text_config(self) -> PretrainedConfig:
@@ -127,14 +183,22 @@ class BackboneAdapter(ABC):
 
     @property
     def kv_geometry(self) -> KVGeometry:
-        text = self.text_config
-        head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
-        return KVGeometry(text.num_hidden_layers, text.num_key_value_heads, head_dim)
+        return KVGeometry.of(self.text_config)
 
     @property
     @abstractmethod
     def image_token(self) -> str:
         """The text the prompt holds where the image goes (before the processor expands it)."""
+
+    @property
+    def bare_image_token(self) -> str:
+        """The token the processor expands, alone (VLM2Vec's image text); the same by default."""
+        return self.image_token
+
+    @property
+    def prompt_image_token(self) -> str:
+        """The image text of the current prompt format."""
+        return self.bare_image_token if self.prompt_format.image_token == "bare" else self.image_token
 
     @property
     def tokenizer(self):
@@ -147,9 +211,9 @@ class BackboneAdapter(ABC):
 
     def collate(self, texts: Sequence[str], images: Sequence[Image.Image | None], padding_side: str = "right") -> Batch:
         """Tokenise prompts and preprocess images into one padded batch (every processor field kept)."""
-        present = [image for image in images if image is not None]
+        images = [None if image is None else self.prepare_image(image) for image in images]
         kwargs: dict[str, Any] = dict(text=list(texts), padding=True, return_tensors="pt", padding_side=padding_side)
-        if present:
+        if any(image is not None for image in images):
             kwargs["images"] = self.format_images(images)
         batch = self.processor(**kwargs)
         return dict(batch)
@@ -172,6 +236,17 @@ class BackboneAdapter(ABC):
         if len(ids) <= self.max_text_tokens:
             return text
         return self.tokenizer.decode(ids[: self.max_text_tokens])
+
+    def prepare_image(self, image: Image.Image) -> Image.Image:
+        """The image the processor receives: resized to the configured square, if one is set
+        (PIL's default filter, as VLM2Vec's ``image.resize((side, side))``)."""
+        if self.square_side is None or image.size == (self.square_side, self.square_side):
+            return image
+        return image.resize((self.square_side, self.square_side))
+
+    def describe_image(self, batch: Batch) -> dict:
+        """Facts about a one-image batch's preprocessing worth showing a user (family-specific)."""
+        return {}
 
     def format_images(self, images: Sequence[Image.Image | None]) -> Any:
         """The ``images`` argument this family's processor wants (default: the present images, in order)."""

@@ -1,8 +1,9 @@
 """Idefics3 and SmolVLM (SmolVLM checkpoints are ``model_type: idefics3``).
 
 The processor wants one list of images per prompt; padding images are all zeros and the model
-drops them before the vision tower. "low" resolution disables image splitting (one tile at the
-vision encoder's size); "high" keeps the checkpoint's splitting.
+drops them before the vision tower. VLM2Vec has no Idefics3 setting, so ``high`` and ``low`` are
+this project's: the image resized to 1344x1344 (then split as the checkpoint splits it) or to the
+vision encoder's own size; ``single_tile`` turns splitting off.
 """
 
 from __future__ import annotations
@@ -36,25 +37,30 @@ class Idefics3Adapter(BackboneAdapter):
         image_processor = Idefics3ImageProcessorPil.from_pretrained(path)
         return Idefics3Processor(image_processor=image_processor, tokenizer=tokenizer)
 
-    def apply_resolution(self, resolution: str | int) -> None:
-        image_processor = self.processor.image_processor
+    def vlm2vec_squares(self) -> dict[str, int]:
+        return {"high": 1344, "low": self.config.vision_config.image_size}
+
+    def use_checkpoint_processing(self) -> None:
         splitting, max_size = self._checkpoint_splitting
-        if resolution in ("default", "high"):
-            image_processor.do_image_splitting = splitting
-            image_processor.max_image_size = max_size
-        elif resolution == "low":
-            image_processor.do_image_splitting = False
-            image_processor.max_image_size = {"longest_edge": self.config.vision_config.image_size}
-        else:
-            raise ValueError(f"Idefics3/SmolVLM take image_resolution 'low', 'high' or 'default', got {resolution!r}")
+        self.processor.image_processor.do_image_splitting = splitting
+        self.processor.image_processor.max_image_size = dict(max_size)
 
-    @property
-    def language_model(self) -> nn.Module:
-        return self.base.text_model
+    def use_single_tile(self) -> None:
+        self.processor.image_processor.do_image_splitting = False
+        self.processor.image_processor.max_image_size = {"longest_edge": self.config.vision_config.image_size}
 
-    @property
-    def vision_modules(self) -> list[nn.Module]:
-        return [self.base.vision_model, self.base.connector]
+    @classmethod
+    def resolution_from_0_1(cls, value):
+        # paravec 0.1: "low" was one tile, "high" the checkpoint's splitting.
+        return {"low": "single_tile", "high": "default"}.get(value, value)
+
+    @classmethod
+    def language_model_of(cls, model) -> nn.Module:
+        return model.model.text_model
+
+    @classmethod
+    def vision_modules_of(cls, model) -> list[nn.Module]:
+        return [model.model.vision_model, model.model.connector]
 
     @property
     def image_token(self) -> str:

@@ -1,9 +1,10 @@
 """LLaVA-NeXT (LLaVA-1.6), the family of VLM2Vec's and the paper's LLaVA-1.6-7B runs.
 
 The model turns every image into a variable number of tiles chosen from
-``image_grid_pinpoints``; the processor and the model must agree on those pinpoints, so the
-resolution setting changes both. "low" is a single tile at the vision tower's own size (the
-paper's low-resolution LLaVA setting); "high" keeps the checkpoint's grid.
+``image_grid_pinpoints``; the processor and the model must agree on those pinpoints, so a
+resolution setting that changes them (``single_tile``: one tile at the vision tower's own size)
+changes both. ``high`` and ``low`` are VLM2Vec's: the image resized to 1344x1344 or 336x336 first,
+then tiled with the checkpoint's grid (the paper's LLaVA-1.6 HR and LR rows).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ class LlavaNextAdapter(BackboneAdapter):
     image_input_keys = ("pixel_values", "image_sizes")
     #: LLaVA-1.6-Mistral, the checkpoint VLM2Vec and UniME train (the Vicuna variants use USER/ASSISTANT).
     chat_format = "[INST] {prompt} [/INST]"
+    square_sides = {"high": 1344, "low": 336}
 
     def __init__(self, model, processor) -> None:
         super().__init__(model, processor)
@@ -43,20 +45,25 @@ class LlavaNextAdapter(BackboneAdapter):
             image_processor=image_processor, tokenizer=tokenizer, **{k: v for k, v in extra.items() if k in _PROCESSOR_KEYS}
         )
 
-    def apply_resolution(self, resolution: str | int) -> None:
-        if resolution in ("default", "high"):
-            pinpoints = self._checkpoint_pinpoints
-        elif resolution == "low":
-            side = self.config.vision_config.image_size
-            pinpoints = [[side, side]]
-        else:
-            raise ValueError(f"LLaVA-NeXT takes image_resolution 'low', 'high' or 'default', got {resolution!r}")
+    def use_checkpoint_processing(self) -> None:
+        self._set_pinpoints(self._checkpoint_pinpoints)
+
+    def use_single_tile(self) -> None:
+        side = self.config.vision_config.image_size
+        self._set_pinpoints([[side, side]])
+
+    def _set_pinpoints(self, pinpoints: list[list[int]]) -> None:
         self.config.image_grid_pinpoints = pinpoints
         self.processor.image_processor.image_grid_pinpoints = pinpoints
 
-    @property
-    def vision_modules(self) -> list[nn.Module]:
-        return [self.base.vision_tower, self.base.multi_modal_projector]
+    @classmethod
+    def resolution_from_0_1(cls, value):
+        # paravec 0.1: "low" was one tile, "high" the checkpoint's grid.
+        return {"low": "single_tile", "high": "default"}.get(value, value)
+
+    @classmethod
+    def vision_modules_of(cls, model) -> list[nn.Module]:
+        return [model.model.vision_tower, model.model.multi_modal_projector]
 
     @property
     def image_token(self) -> str:

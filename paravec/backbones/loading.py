@@ -48,6 +48,7 @@ def finish_loading(
     adapter = adapter_class(model, processor)
     adapter.apply_resolution(options.image_resolution)
     adapter.max_text_tokens = options.max_text_tokens
+    adapter.set_prompt_format(options.prompt_format)
     if options.gradient_checkpointing:
         model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     return adapter

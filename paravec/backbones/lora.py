@@ -24,18 +24,25 @@ _LORA_MARK = "lora_"
 _BASE_LAYER = ".base_layer."
 
 
-def language_model_path(adapter: BackboneAdapter) -> str:
+def language_model_path(model: nn.Module, language_model: nn.Module) -> str:
     """Dotted path of the language model inside the Hugging Face model."""
-    for name, module in adapter.model.named_modules():
-        if module is adapter.language_model:
+    for name, module in model.named_modules():
+        if module is language_model:
             return name
     raise ValueError("the adapter's language model is not part of its model")
 
 
 def lora_config(adapter: BackboneAdapter, settings: LoraSettings) -> LoraConfig:
+    return lora_config_for(adapter.model, adapter.language_model, settings)
+
+
+def lora_config_for(model: nn.Module, language_model: nn.Module, settings: LoraSettings) -> LoraConfig:
+    """PEFT's config for ``settings``, its targets anchored inside ``language_model``."""
     names = "|".join(re.escape(name) for name in settings.target_modules)
-    pattern = rf"^{re.escape(language_model_path(adapter))}\..*\.({names})$"
-    return LoraConfig(r=settings.r, lora_alpha=settings.alpha, lora_dropout=settings.dropout, target_modules=pattern)
+    pattern = rf"^{re.escape(language_model_path(model, language_model))}\..*\.({names})$"
+    init = {"kaiming": True, "gaussian": "gaussian"}[settings.init_weights]
+    return LoraConfig(r=settings.r, lora_alpha=settings.alpha, lora_dropout=settings.dropout, target_modules=pattern,
+                      use_dora=settings.use_dora, init_lora_weights=init)
 
 
 def apply_lora(adapter: BackboneAdapter, settings: LoraSettings) -> PeftModel:

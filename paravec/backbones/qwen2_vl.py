@@ -4,6 +4,11 @@ Both use multimodal rotary positions (M-RoPE, 3 x [B, L]). The model derives the
 on what it judges a first pass; with a prefix cache it would take the decoding branch. So the
 adapter always computes them with the model's own ``get_rope_index`` from the attention mask,
 which also makes them independent of the padding side.
+
+VLM2Vec writes the bare ``<|image_pad|>`` (no ``<|vision_start|>``). Qwen2-VL's own position
+code (in the transformers release VLM2Vec ran on) finds images through ``<|vision_start|>``, so
+VLM2Vec's models saw plain 1-D positions on image tokens too; with the ``bare`` image token
+(``prompt_format: vlm2vec``) this adapter gives them the same 1-D positions.
 """
 
 from __future__ import annotations
@@ -24,9 +29,9 @@ from transformers.processing_utils import ProcessorMixin
 
 from paravec.backbones.base import Batch, BackboneAdapter, register_adapter
 
-#: Pixel budgets (max pixels per image). The paper's low-resolution Qwen2-VL runs use 128x128
-#: images, the high-resolution ones 1344x1344 (Table 4 counts FLOPs at 1344x1344).
-QWEN_RESOLUTIONS = {"low": 128 * 128, "high": 1344 * 1344}
+#: VLM2Vec's squares (``process_image`` in its dataset code): the paper's HR and LR Qwen2-VL runs.
+#: Table 4 counts FLOPs at 1344x1344, i.e. 2304 image tokens.
+QWEN_SQUARES = {"high": 1344, "low": 128}
 _MIN_PIXELS = 28 * 28
 
 
@@ -57,6 +62,7 @@ class Qwen2VLAdapter(BackboneAdapter):
     processor_class: Any = Qwen2VLImageOnlyProcessor
     image_input_keys = ("pixel_values", "image_grid_thw")
     chat_format = "<|im_start|>user\n{prompt}<|im_end|>\n<|im_start|>assistant\n"
+    square_sides = QWEN_SQUARES
 
     @classmethod
     def load_processor(cls, path: str) -> Any:
@@ -68,24 +74,38 @@ class Qwen2VLAdapter(BackboneAdapter):
         super().__init__(model, processor)
         self._checkpoint_size = dict(processor.image_processor.size)
 
-    def apply_resolution(self, resolution: str | int) -> None:
-        if resolution == "default":
-            self.processor.image_processor.size = dict(self._checkpoint_size)
-            return
-        if isinstance(resolution, str) and resolution not in QWEN_RESOLUTIONS:
-            raise ValueError(f"Qwen2-VL takes image_resolution 'low', 'high', 'default' or max pixels, got {resolution!r}")
-        max_pixels = QWEN_RESOLUTIONS[resolution] if isinstance(resolution, str) else int(resolution)
+    def use_checkpoint_processing(self) -> None:
+        self.processor.image_processor.size = dict(self._checkpoint_size)
+
+    def cap_pixels(self, max_pixels: int) -> None:
         self.processor.image_processor.size = {"shortest_edge": min(_MIN_PIXELS, max_pixels), "longest_edge": max_pixels}
 
-    @property
-    def vision_modules(self) -> list[nn.Module]:
-        return [self.base.visual]
+    @classmethod
+    def resolution_from_0_1(cls, value):
+        # paravec 0.1's high/low were pixel budgets of the same areas, not squares.
+        return {name: f"max_pixels={side * side}" for name, side in QWEN_SQUARES.items()}.get(value, value)
+
+    @classmethod
+    def vision_modules_of(cls, model) -> list[nn.Module]:
+        return [model.model.visual]
 
     @property
     def image_token(self) -> str:
         return "<|vision_start|><|image_pad|><|vision_end|>"
 
+    @property
+    def bare_image_token(self) -> str:
+        return "<|image_pad|>"
+
+    def describe_image(self, batch: Batch) -> dict:
+        """The processor's resized size (its patch grid times the patch size) and the grid."""
+        grid = batch["image_grid_thw"][0].tolist()
+        patch = self.processor.image_processor.patch_size
+        return {"processed_size": [grid[2] * patch, grid[1] * patch], "grid_thw": grid}
+
     def position_ids(self, batch: Batch) -> torch.Tensor:
+        if self.prompt_format.image_token == "bare":  # VLM2Vec's positions: 1-D on every axis
+            return super().position_ids(batch).unsqueeze(0).expand(3, -1, -1)
         position_ids, _ = self.base.get_rope_index(
             batch["input_ids"],
             mm_token_type_ids=batch["mm_token_type_ids"],

@@ -8,11 +8,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, Optional, Union
 
+from paravec.backbones.resolution import FORMS, is_resolution
 from paravec.core.schema import FRACTION, NON_EMPTY, POSITIVE, Rule, Section, option
+from paravec.items import PROMPT_FORMATS
 
 #: LoRA target suffixes inside the language model (attention and MLP projections).
 DEFAULT_LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-_RESOLUTION = Rule(lambda v: isinstance(v, str) or v > 0, "'low', 'high', 'default' or a positive pixel count")
+_RESOLUTION = Rule(is_resolution, FORMS)
+_PROMPT_FORMAT = Rule(lambda v: v in PROMPT_FORMATS, "one of " + ", ".join(repr(name) for name in PROMPT_FORMATS))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -23,22 +26,27 @@ class BackboneOptions(Section):
       compute dtype of the forward pass).
     - ``attn_implementation``: ``auto`` takes flash-attention-2 when the package and a GPU are
       there and the weights are half precision, else SDPA.
-    - ``image_resolution``: ``low`` / ``high`` are the family's presets for the paper's LR and HR
-      settings, ``default`` the checkpoint's own processor settings, an integer a maximum pixel
-      count per image.
+    - ``image_resolution``: ``high`` / ``low`` are VLM2Vec's square resizes for the family (the
+      paper's HR and LR settings), ``default`` the checkpoint's own processor settings; see
+      :mod:`paravec.backbones.resolution` for every form.
     - ``max_text_tokens``: truncation length of an item's text (image tokens are not counted);
       null keeps every token.
+    - ``prompt_format``: how an item becomes the backbone's text (:data:`paravec.items.PROMPT_FORMATS`):
+      ``paper`` (eq. 1, image first), ``vlm2vec`` (VLM2Vec's bare image token and plain
+      concatenation; what its checkpoints were trained with), ``paravec-0.1``.
     """
 
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     attn_implementation: Literal["auto", "sdpa", "eager", "flash_attention_2"] = "auto"
     gradient_checkpointing: bool = False
-    image_resolution: Union[Literal["low", "high", "default"], int] = option("default", _RESOLUTION)
+    image_resolution: Union[str, int] = option("default", _RESOLUTION)
     max_text_tokens: Optional[int] = option(None, POSITIVE)
+    prompt_format: str = option("paper", _PROMPT_FORMAT)
 
     def loading_options(self) -> dict:
         """What an embedder folder records: how to load it for inference (no checkpointing)."""
-        return {name: getattr(self, name) for name in ("dtype", "attn_implementation", "image_resolution", "max_text_tokens")}
+        names = ("dtype", "attn_implementation", "image_resolution", "max_text_tokens", "prompt_format")
+        return {name: getattr(self, name) for name in names}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -46,7 +54,10 @@ class LoraSettings(Section):
     """LoRA adapters on the language model (the paper uses r=8 in every experiment).
 
     ``target_modules`` are module-name suffixes inside the language model; the vision tower gets
-    no adapters (it is frozen or fully trained, see ``ModelConfig.freeze_vision``).
+    no adapters (it is frozen or fully trained, see ``ModelConfig.freeze_vision``). ``use_dora``
+    adds DoRA's per-output magnitude vectors (VLM2Vec trains with DoRA; its 0.14 M magnitudes are
+    the constant in the paper's Table 4 counts). ``init_weights``: ``kaiming`` is PEFT's default
+    (A uniform, B zero), ``gaussian`` VLM2Vec's (``init_lora_weights="gaussian"``).
     """
 
     enabled: bool = True
@@ -54,6 +65,8 @@ class LoraSettings(Section):
     alpha: int = option(16, POSITIVE)
     dropout: float = option(0.05, FRACTION)
     target_modules: list[str] = option(DEFAULT_LORA_TARGETS, NON_EMPTY)
+    use_dora: bool = False
+    init_weights: Literal["kaiming", "gaussian"] = "kaiming"
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -20,7 +20,13 @@ from pathlib import Path
 from typing import Iterator
 
 from paravec.cli import CommandError
-from paravec.commands.options import add_mode_option, add_threads_option, non_negative_int, positive_int
+from paravec.commands.options import (
+    add_folder_format_option,
+    add_mode_option,
+    add_threads_option,
+    non_negative_int,
+    positive_int,
+)
 from paravec.core.threads import apply_threads
 
 COMPARE_DIR = "compare"
@@ -43,6 +49,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="a model folder or a preset name")
     add_mode_option(parser)
+    add_folder_format_option(parser)
     parser.add_argument("--batch-size", type=positive_int, default=16)
     parser.add_argument("--show", type=non_negative_int, default=0, metavar="N",
                         help=f"draw N queries with each model's top candidates to OUT/{GALLERY_FILE}")
@@ -124,12 +131,12 @@ def _user_errors() -> Iterator[None]:
         raise CommandError(str(error)) from error
 
 
-def _load(model: str, threads):
+def _load(model: str, args: argparse.Namespace):
     from paravec import load
 
     with _user_errors():
-        embedder = load(model)
-    apply_threads(threads, embedder.dim)
+        embedder = load(model, folder_format=args.folder_format)
+    apply_threads(args.threads, embedder.dim)
     return embedder
 
 
@@ -158,9 +165,9 @@ def run_mmeb(args: argparse.Namespace) -> int:
     with _user_errors():  # check the data before loading a model
         files = find_subsets(args.data)
         chosen = select_subsets(files, args.subsets, args.data)
-    models = [_load(args.model, args.threads)]
+    models = [_load(args.model, args)]
     if args.compare_model:
-        models.append(_load(args.compare_model, args.threads))
+        models.append(_load(args.compare_model, args))
     runs = [args.out, args.out / COMPARE_DIR][: len(models)]
     with _user_errors():
         for embedder, model, out in zip(models, [args.model, args.compare_model], runs):
@@ -188,9 +195,9 @@ def run_retrieval(args: argparse.Namespace) -> int:
         raise CommandError("--show needs --out (the gallery is written there)")
     with _user_errors():  # check the data before loading a model
         read_captions(args.data)
-    models = [_load(args.model, args.threads)]
+    models = [_load(args.model, args)]
     if args.compare_model:
-        models.append(_load(args.compare_model, args.threads))
+        models.append(_load(args.compare_model, args))
     runs = [args.out, args.out / COMPARE_DIR if args.out else None][: len(models)]
     results = []
     with _user_errors():

@@ -30,6 +30,14 @@ def add_threads_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_folder_format_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--format", dest="folder_format", choices=("paravec", "vlm2vec"), default=None,
+        help="read --model as this kind of folder: vlm2vec for a VLM2Vec checkpoint (merged, or a LoRA adapter "
+             "folder, which is detected without this), with VLM2Vec's resize, prompt and pooling (default: detected)",
+    )
+
+
 def add_mode_option(parser: argparse.ArgumentParser, what: str = "") -> None:
     parser.add_argument(
         "--mode", type=parse_mode_argument, default=None,

@@ -9,12 +9,15 @@ is added.
 Scoring rules (also written into every score file):
 
 - Similarity is cosine (embeddings are L2-normalised).
-- A row is correct when candidate 0 scores *strictly* higher than every other candidate. A tie
-  with candidate 0 counts as wrong. Because the target always sits at index 0, the usual
-  argmax-first rule would hand every tie to the target: a collapsed model that maps everything to
-  one vector would score 100%. Ties are counted (``num_tied_with_target``), so the argmax-first
-  figure is ``(num_correct + num_tied_with_target) / num_pred``. Identical candidates share one
-  embedding and therefore score exactly equal.
+- The headline ``acc`` follows the reference scorer (VLM2Vec's ``np.argmax(scores) == 0``): the
+  first best candidate is the prediction, so a tie with candidate 0 counts as correct. Published
+  MMEB numbers are computed that way, so ``acc`` is the number that compares with them.
+- ``acc_strict`` counts a tie with candidate 0 as wrong. Because the target always sits at index
+  0, the argmax-first rule hands every tie to the target: a collapsed model that maps everything
+  to one vector scores 100% by it and 0% by the strict rule. Ties are counted
+  (``num_tied_with_target``) and announced with a warning; when they occur, read both. Identical
+  candidates share one embedding and therefore score exactly equal (a row whose candidates hold a
+  duplicate of the positive is a tie whatever the model).
 - A row with one candidate is trivially correct (nothing outranks it).
 - A row with no candidates counts in ``num_pred`` as wrong (a benchmark row the model could not
   answer) and is listed in ``empty_candidate_rows``: the data is broken, and the score says so.
@@ -26,6 +29,7 @@ through the on-disk cache of :mod:`paravec.eval.cache` under ``<out>/cache/<Subs
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Optional, Sequence
@@ -42,9 +46,12 @@ from paravec.items import MMEB_IMAGE_PLACEHOLDER
 
 QUERY_COLUMNS = ("qry_text", "qry_img_path")
 TARGET_COLUMNS = ("tgt_text", "tgt_img_path")
+logger = logging.getLogger(__name__)
+
 PREDICTION_TOP_K = 5
 SIMILARITY_BLOCK_BYTES = 256 * 2**20  # bound on the candidate embeddings gathered at once
-TIE_RULE = "strict: a tie between candidate 0 and another candidate counts as wrong"
+TIE_RULE = ("acc: argmax-first, as the reference scorer (a tie with candidate 0 counts as correct); "
+            "acc_strict: a tie with candidate 0 counts as wrong")
 EMPTY_RULE = "a row without candidates counts in num_pred as wrong"
 
 
@@ -65,7 +72,10 @@ class SubsetData:
 
 @dataclass
 class PrecisionAt1:
-    """Outcome of the Precision@1 rule over a subset's rows."""
+    """Outcome of the Precision@1 rules over a subset's rows (see the module docstring).
+
+    ``num_correct`` counts rows whose candidate 0 is strictly best; ``num_tied_with_target`` rows
+    where another candidate scores exactly what candidate 0 scores and none scores more."""
 
     num_correct: int
     num_pred: int
@@ -74,6 +84,11 @@ class PrecisionAt1:
 
     @property
     def acc(self) -> float:
+        """The reference (argmax-first) rule: ties with candidate 0 count as correct."""
+        return (self.num_correct + self.num_tied_with_target) / self.num_pred if self.num_pred else 0.0
+
+    @property
+    def acc_strict(self) -> float:
         return self.num_correct / self.num_pred if self.num_pred else 0.0
 
 
@@ -205,10 +220,9 @@ def row_similarities(table: np.ndarray, query_ids: np.ndarray, candidate_ids: Se
 
 
 def rank_candidates(similarities: np.ndarray) -> np.ndarray:
-    """Candidate indices best first; among equal scores candidate 0 goes last (the tie rule)."""
-    count = len(similarities)
-    indices = np.arange(count)
-    return np.lexsort((indices, indices == 0, -np.asarray(similarities, dtype=np.float64)))
+    """Candidate indices best first; equal scores keep the candidates' order, so the first of
+    them comes first (the reference's argmax-first rule)."""
+    return np.argsort(-np.asarray(similarities, dtype=np.float64), kind="stable")
 
 
 def precision_at_1(similarities: Sequence[np.ndarray]) -> PrecisionAt1:
@@ -249,10 +263,19 @@ def evaluate_subset(
     )
     similarities = row_similarities(table, subset.query_ids, subset.candidate_ids)
     outcome = precision_at_1(similarities)
+    if outcome.num_tied_with_target:
+        logger.warning(
+            "%s: %d of %d rows tie candidate 0 with another candidate; acc (argmax-first, as published scores) "
+            "counts them correct, acc_strict wrong: %.1f%% vs %.1f%%. Many ties mean duplicate candidates or a "
+            "collapsed model.", subset.name, outcome.num_tied_with_target, outcome.num_pred,
+            100 * outcome.acc, 100 * outcome.acc_strict,
+        )
     counts = [len(ids) for ids in subset.candidate_ids]
     scores = {
         "acc": outcome.acc,
-        "num_correct": outcome.num_correct,
+        "acc_strict": outcome.acc_strict,
+        "num_correct": outcome.num_correct + outcome.num_tied_with_target,
+        "num_correct_strict": outcome.num_correct,
         "num_pred": outcome.num_pred,
         "num_tied_with_target": outcome.num_tied_with_target,
         "num_empty_candidate_rows": len(outcome.empty_candidate_rows),
@@ -332,6 +355,10 @@ def evaluate_mmeb(
         )
     task_table, task_source = load_task_table(data_dir)
     summary = summarize({name: scores["acc"] for name, scores in results.items()}, task_table, task_source)
+    strict = summarize({name: scores["acc_strict"] for name, scores in results.items()}, task_table, task_source)
+    summary["strict"] = {"overall": strict["overall"]["mean"], "meta_tasks": {
+        name: group["mean"] for name, group in strict["meta_tasks"].items()}}
+    summary["num_tied_with_target"] = sum(scores["num_tied_with_target"] for scores in results.values())
     summary["model"] = embedder.name
     summary["mode"] = mode
     write_summary(out_dir, summary)

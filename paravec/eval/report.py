@@ -86,6 +86,13 @@ def summary_markdown(summary: Mapping) -> str:
         lines.append(f"| {label} | {group['num_subsets']}/{group['expected_subsets']} | {_percent(group['mean'])} |")
     if summary["unassigned"]:
         lines += ["", f"Not in the task table (overall mean only): {', '.join(summary['unassigned'])}."]
+    ties = summary.get("num_tied_with_target", 0)
+    if ties:
+        strict = summary.get("strict", {}).get("overall")
+        lines += ["", f"**Warning: {ties} rows tie candidate 0 with another candidate.** P@1 above follows the "
+                      "reference scorer (argmax-first: a tie with candidate 0 counts as correct, as in published "
+                      f"MMEB numbers); counting ties as wrong, the overall mean is {_percent(strict)}. Many ties "
+                      "mean duplicate candidates or a collapsed model."]
     return "\n".join(lines) + "\n"
 
 

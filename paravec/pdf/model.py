@@ -20,7 +20,7 @@ from torch import nn
 
 from paravec.backbones.base import Batch, BackboneAdapter
 from paravec.core.schema import NON_NEGATIVE, POSITIVE, Section, option
-from paravec.items import MMEB_IMAGE_PLACEHOLDER, Item, format_text
+from paravec.items import MMEB_IMAGE_PLACEHOLDER, Item
 from paravec.pdf.aggregator import Aggregator
 from paravec.pdf.modes import AGGREGATE, NO_PREFIX, InferenceMode
 from paravec.pdf.prefix import PrefixBank, keep_prefix_under_checkpointing
@@ -213,10 +213,34 @@ class PDFEmbeddingModel(nn.Module):
     # ------------------------------------------------------------------ inputs
     def prepare(self, items: Sequence[Item], padding_side: str = "right") -> Batch:
         """Items -> a padded batch on the model's device (prompt template applied)."""
-        texts = [format_text(self._truncated(item), self.adapter.image_token) for item in items]
-        batch = self.adapter.collate(texts, [item.image for item in items], padding_side=padding_side)
+        batch = self.adapter.collate(self.prompts(items), [item.image for item in items], padding_side=padding_side)
         device = self.device
         return {key: value.to(device) if torch.is_tensor(value) else value for key, value in batch.items()}
+
+    def prompts(self, items: Sequence[Item]) -> list[str]:
+        """The text each item becomes, special tokens included, before the processor expands the
+        image token (truncation and the prompt format applied)."""
+        adapter = self.adapter
+        return [adapter.prompt_format.render(self._truncated(item), adapter.prompt_image_token) for item in items]
+
+    def describe_inputs(self, items: Sequence[Item]) -> list[dict]:
+        """What the backbone receives for each item: the prompt, its token counts (image tokens
+        included once expanded), the image as given to the processor and as the processor sized
+        it, and the prefix slots every layer adds (what ``paravec inspect`` prints)."""
+        adapter, described = self.adapter, []
+        for item, prompt in zip(items, self.prompts(items)):
+            batch = adapter.collate([prompt], [item.image])
+            entry = {
+                "prompt": prompt,
+                "num_tokens": int(batch["attention_mask"].sum()),
+                "num_image_tokens": int((batch["input_ids"] == adapter.image_token_id).sum()),
+                "prefix_slots": self.config.prefix_len if self.config.use_prefix else 0,
+            }
+            if item.image is not None:
+                entry["image_size"] = list(adapter.prepare_image(item.image).size)
+                entry.update(adapter.describe_image(batch))
+            described.append(entry)
+        return described
 
     def _truncated(self, item: Item) -> Item:
         if self.adapter.max_text_tokens is None or not item.text:

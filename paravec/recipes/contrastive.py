@@ -64,7 +64,7 @@ class ContrastiveObjective:
 
     def plan(self, batch: TrainBatch) -> StepPlan:
         owners = [i for i, negative in enumerate(batch.negatives) if negative is not None]
-        if self.sampler is None or not owners:
+        if self.sampler is None or not owners or not self.sampler.settings.dataset_negatives:
             return StepPlan([batch.queries, batch.positives], self.model.prepare, self.loss)
         negatives = [batch.negatives[i] for i in owners]
         owner_rows = torch.tensor(owners, device=self.model.device)

@@ -37,7 +37,7 @@ class DistillObjective:
         device = self.model.device
         loss_fn = partial(self.loss, teacher_queries=batch.teacher_queries.to(device),
                           teacher_positives=batch.teacher_positives.to(device))
-        return StepPlan([batch.queries, batch.positives], partial(prepare_student_batch, self.model), loss_fn)
+        return StepPlan([batch.queries, batch.positives], partial(prepare_student_batch, self.model, instruction=self.settings.prompt), loss_fn)
 
     def loss(self, queries: torch.Tensor, positives: torch.Tensor, teacher_queries: torch.Tensor,
              teacher_positives: torch.Tensor) -> LossOutput:

@@ -45,7 +45,10 @@ from paravec.unime.text_pairs import NO_TEXT_REASON
 
 logger = logging.getLogger(__name__)
 
+#: paravec's one-word summary prompt (the wording of UniME's paper and README).
 SUMMARY_INSTRUCTION = "Summarize the above sentence in one word:"
+#: The wording UniME's released code uses ("Summary above sentence in one word:").
+UNIME_CODE_SUMMARY_INSTRUCTION = "Summary above sentence in one word:"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -58,17 +61,20 @@ class DistillSettings(Section):
     teacher_dir: Optional[str] = option(None, NON_EMPTY)
     temperature_student: float = option(0.02, POSITIVE)
     temperature_teacher: float = option(0.02, POSITIVE)
+    #: The instruction after each text: paravec's is the paper's wording; UniME's code says
+    #: "Summary above sentence in one word:" (``UNIME_CODE_SUMMARY_INSTRUCTION``).
+    prompt: str = option(SUMMARY_INSTRUCTION, NON_EMPTY)
 
 
-def summary_prompt(adapter, text: str) -> str:
+def summary_prompt(adapter, text: str, instruction: str = SUMMARY_INSTRUCTION) -> str:
     """UniME's one-word summary prompt around ``text``, in the backbone's chat form."""
-    return adapter.chat_prompt(f"{text}\n{SUMMARY_INSTRUCTION}")
+    return adapter.chat_prompt(f"{text}\n{instruction}")
 
 
-def prepare_student_batch(model: PDFEmbeddingModel, texts: Sequence[str]) -> Batch:
+def prepare_student_batch(model: PDFEmbeddingModel, texts: Sequence[str], instruction: str = SUMMARY_INSTRUCTION) -> Batch:
     """Texts (already free of image placeholders) -> a padded text-only batch on the model's device."""
     adapter = model.adapter
-    prompts = [summary_prompt(adapter, adapter.truncate_text(text)) for text in texts]
+    prompts = [summary_prompt(adapter, adapter.truncate_text(text), instruction) for text in texts]
     batch = adapter.collate(prompts, [None] * len(prompts))
     device = model.device
     return {key: value.to(device) if torch.is_tensor(value) else value for key, value in batch.items()}

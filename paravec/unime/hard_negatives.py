@@ -21,10 +21,14 @@ Where the recipe leaves a choice open, this module decides:
   each path are trained against the same negatives. The view is the aggregate when the model
   has one (the embedding the main loss term trains, built from every path), otherwise path 0
   (the only view of the baseline and of single-path models). See :func:`selection_view`.
-* Fewer than ``top_k`` candidates left: the empty slots are masked out. (UniME's reference code
-  would let ``topk`` pick filtered candidates back in.)
-* Dataset negatives are scored against their own query only; other rows' dataset negatives are
-  not candidates. The candidate pool stays the gathered targets, so dataset negatives need no
+* Fewer than ``top_k`` candidates left: the empty slots are masked out (``refill: mask``).
+  UniME's released code (``loss.py``) masks filtered candidates and the positive with -inf and
+  takes ``topk`` anyway, so the slots fill with filtered candidates, even the positive, scored
+  with their real similarities; ``refill: unime`` reproduces that (which masked entries ``topk``
+  returns is up to torch, as in UniME).
+* Dataset negatives (MMEB ``neg_*``) join their own query's negatives (``dataset_negatives:
+  true``); UniME's loss uses in-batch candidates only (``false``). They are scored against
+  their own query only; other rows' dataset negatives are not candidates. The candidate pool stays the gathered targets, so dataset negatives need no
   cross-process gather and a process without any simply has none.
 
 Gradients: the selected columns are read from the full (gathered) logit matrix, so gradients
@@ -35,7 +39,7 @@ reach the selected targets on whichever process holds them, through
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Literal, Optional
 
 import torch
 import torch.nn.functional as F
@@ -58,6 +62,8 @@ class HardNegativeSettings(Section):
     enabled: bool = False
     threshold: float = option(0.1, NON_NEGATIVE)
     top_k: int = option(8, POSITIVE)
+    refill: Literal["mask", "unime"] = "mask"
+    dataset_negatives: bool = True
 
 
 @dataclass
@@ -89,13 +95,15 @@ class DatasetNegatives:
 
 
 def select_hard_negatives(
-    similarity: torch.Tensor, positives: torch.Tensor, threshold: float = 0.1, top_k: int = 8
+    similarity: torch.Tensor, positives: torch.Tensor, threshold: float = 0.1, top_k: int = 8, refill: str = "mask"
 ) -> HardNegativeSelection:
     """Filter false negatives, then keep the ``top_k`` most similar candidates of each row.
 
     ``similarity``: ``[B, C]`` cosine similarities of B queries to C candidates; ``positives``:
     ``[B]`` column of each query's positive (never a negative). A candidate ``j`` of query ``i``
     is a false negative when ``similarity[i, j] > similarity[i, positives[i]] + threshold``.
+    ``refill``: with fewer than ``top_k`` candidates left, ``mask`` leaves the slots empty,
+    ``unime`` keeps whatever ``topk`` picked among the removed ones (see the module docstring).
     """
     if similarity.ndim != 2 or positives.shape != similarity.shape[:1]:
         raise ValueError(
@@ -110,7 +118,8 @@ def select_hard_negatives(
         false_negative = (similarity > positive_similarity + threshold) & ~is_positive
         candidates = similarity.masked_fill(false_negative | is_positive, float("-inf"))
         values, indices = candidates.topk(min(top_k, similarity.shape[1]), dim=1)
-        return HardNegativeSelection(indices, torch.isfinite(values), false_negative.sum(dim=1))
+        valid = torch.isfinite(values) if refill == "mask" else torch.ones_like(values, dtype=torch.bool)
+        return HardNegativeSelection(indices, valid, false_negative.sum(dim=1))
 
 
 def hard_negative_info_nce(
@@ -179,7 +188,7 @@ class HardNegativeSampler:
         """Selection for local ``queries`` ``[B, d]`` among the gathered ``targets``."""
         with torch.no_grad():
             similarity, labels = contrastive_logits(queries, targets, temperature=1.0, gather=self.gather)
-        return select_hard_negatives(similarity, labels, self.settings.threshold, self.settings.top_k)
+        return select_hard_negatives(similarity, labels, self.settings.threshold, self.settings.top_k, self.settings.refill)
 
     def step(
         self,

@@ -57,9 +57,12 @@ def test_image_resolution_changes_the_number_of_image_tokens():
         batch = adapter.collate([adapter.image_token], [image])
         return int((batch["input_ids"] == adapter.image_token_id).sum())
 
-    default = image_tokens("default")
-    assert image_tokens(128 * 128) > default
-    assert image_tokens("high") > image_tokens("low")
+    default = image_tokens("default")  # the preset's processor caps images at 64x64 pixels
+    assert image_tokens(128 * 128) == image_tokens("max_pixels=16384") > default
+    assert image_tokens("square=28") < default
+    # high/low resize to VLM2Vec's squares, then the checkpoint's processor applies its own cap
+    assert image_tokens("high") == image_tokens("low") == default
     assert image_tokens("default") == default
-    with pytest.raises(ValueError):
-        adapter.apply_resolution("ultra")
+    for bad in ("ultra", "square=0", "max_pixels=-3"):
+        with pytest.raises(ValueError, match="image_resolution"):
+            adapter.apply_resolution(bad)

@@ -53,7 +53,7 @@ def mmeb_dir(tmp_path):
         {"qry_text": QUERY, "qry_img_path": green, "tgt_text": ["green", "red"], "tgt_img_path": ["", ""]},
         # wrong: the target "navy" (index 0) scores 0, "blue" scores 0.8
         {"qry_text": QUERY, "qry_img_path": blue, "tgt_text": ["navy", "blue"], "tgt_img_path": ["", ""]},
-        # a tie with the target (the same candidate twice) counts as wrong
+        # a tie with the target (the same candidate twice): correct by the reference rule, wrong by the strict one
         {"qry_text": QUERY, "qry_img_path": green, "tgt_text": ["green", "blue", "green"], "tgt_img_path": ["", "", ""]},
         # no candidates: counted, listed, wrong
         {"qry_text": QUERY, "qry_img_path": red, "tgt_text": [], "tgt_img_path": []},
@@ -69,21 +69,27 @@ def mmeb_dir(tmp_path):
 def test_precision_at_1_rules_on_hand_made_similarities():
     rows = [
         np.array([0.9, 0.1, 0.3]),  # index 0 best: correct
-        np.array([0.5, 0.5]),  # tie with index 0: wrong, counted as tie
+        np.array([0.5, 0.5]),  # tie with index 0: correct by argmax-first, wrong strictly, counted as a tie
         np.array([0.2, 0.8, 0.1, 0.0]),  # another candidate best: wrong
         np.array([0.7]),  # single candidate: correct
         np.array([]),  # empty: wrong, listed
         np.array([0.4, 0.6, 0.6]),  # tie between others, above index 0: wrong, not a target tie
+        np.array([0.3, 0.3, 0.3]),  # three-way tie with index 0: argmax-first picks index 0
     ]
     outcome = precision_at_1(rows)
-    assert (outcome.num_correct, outcome.num_pred, outcome.num_tied_with_target) == (2, 6, 1)
+    assert (outcome.num_correct, outcome.num_pred, outcome.num_tied_with_target) == (2, 7, 2)
     assert outcome.empty_candidate_rows == [4]
-    assert outcome.acc == pytest.approx(2 / 6)
+    # The reference scorer, re-computed: np.argmax takes the first of equal maxima.
+    reference = sum(1 for row in rows if len(row) and int(np.argmax(row)) == 0) / len(rows)
+    assert outcome.acc == pytest.approx(reference) == pytest.approx(4 / 7)
+    assert outcome.acc_strict == pytest.approx(2 / 7)
 
 
-def test_rank_candidates_puts_the_target_after_equal_scores():
-    assert rank_candidates(np.array([0.5, 0.2, 0.5, 0.9])).tolist() == [3, 2, 0, 1]
+def test_rank_candidates_keeps_the_candidates_order_among_equal_scores():
+    assert rank_candidates(np.array([0.5, 0.2, 0.5, 0.9])).tolist() == [3, 0, 2, 1]
     assert rank_candidates(np.array([0.9, 0.2, 0.5])).tolist() == [0, 2, 1]
+    scores = np.array([0.1, 0.7, 0.7, 0.2])
+    assert rank_candidates(scores)[0] == np.argmax(scores)
 
 
 @pytest.mark.parametrize("block_bytes", [1, 2 * 5 * 16 * 4, 2**20], ids=["row-by-row", "two-rows", "one-block"])
@@ -124,7 +130,8 @@ def test_scores_files_and_summary_match_hand_computation(mmeb_dir, tmp_path):
     result = evaluate_mmeb(encoder(), data, images, out)
 
     cls = json.loads((out / "Cls_score.json").read_text())
-    assert (cls["num_correct"], cls["num_pred"], cls["acc"]) == (2, 5, pytest.approx(0.4))
+    assert (cls["num_correct"], cls["num_pred"], cls["acc"]) == (3, 5, pytest.approx(0.6))
+    assert (cls["num_correct_strict"], cls["acc_strict"]) == (2, pytest.approx(0.4))
     assert cls["num_tied_with_target"] == 1
     assert cls["empty_candidate_rows"] == [4] and cls["num_empty_candidate_rows"] == 1
     assert cls["num_candidates"] == {"min": 0, "max": 3, "mean": pytest.approx(10 / 5)}
@@ -133,16 +140,19 @@ def test_scores_files_and_summary_match_hand_computation(mmeb_dir, tmp_path):
 
     summary = json.loads((out / "summary.json").read_text())
     assert summary == result["summary"]
-    assert summary["overall"]["mean"] == pytest.approx((0.4 + 0.5) / 2)
-    assert summary["splits"]["IND"]["mean"] == pytest.approx(0.4)
+    assert summary["overall"]["mean"] == pytest.approx((0.6 + 0.5) / 2)
+    assert summary["strict"]["overall"] == pytest.approx((0.4 + 0.5) / 2)
+    assert summary["splits"]["IND"]["mean"] == pytest.approx(0.6)
     assert summary["splits"]["OOD"]["mean"] == pytest.approx(0.5)
     assert summary["task_source"].endswith("tasks.json")
-    assert "| Cls | Classification | IND | 40.0 |" in (out / "summary.md").read_text()
+    markdown = (out / "summary.md").read_text()
+    assert "| Cls | Classification | IND | 60.0 |" in markdown
+    assert "Warning: 1 rows tie candidate 0" in markdown and "overall mean is 45.0" in markdown
 
     predictions = read_predictions(out, "Cls")
-    assert [p["correct"] for p in predictions] == [True, True, False, False, False]
+    assert [p["correct"] for p in predictions] == [True, True, False, True, False]
     assert predictions[2]["top"] == [1, 0]  # "blue" outranks the target "navy"
-    assert predictions[3]["top"] == [2, 0, 1]  # the tied target is ranked after its twin
+    assert predictions[3]["top"] == [0, 2, 1]  # the tied target comes first, as argmax picks it
     assert predictions[4]["top"] == []
 
 

@@ -140,3 +140,41 @@ def test_bad_inputs_are_refused():
         DatasetNegatives(torch.randn(3, 8), torch.tensor([0, 1]))
     with pytest.raises(ValueError, match="top_k: got 0"):
         HardNegativeSettings(top_k=0)
+
+
+def _unime_reference_loss(x, y, topk=8, threshold_value=0.1, temperature=0.02):
+    """UniME's released ``SimpleContrastiveLossBatchRank.__call__`` (loss.py), re-written here
+    from its code: -inf over filtered candidates and the diagonal, ``torch.topk``, the selected
+    rows scored with their real similarities, cross-entropy over [positive, k negatives]."""
+    similarity_matrix = x @ y.T
+    n = similarity_matrix.shape[0]
+    modified = similarity_matrix.clone()
+    threshold = torch.diag(similarity_matrix).view(-1, 1) + threshold_value
+    mask = (modified > threshold) & ~torch.eye(n, dtype=torch.bool)
+    modified[mask] = -float("inf")
+    modified.fill_diagonal_(-float("inf"))
+    _, topk_indices = torch.topk(modified, topk, dim=1)
+    neg_keys = y[topk_indices]  # [n, k, d]
+    keys = torch.cat([y.unsqueeze(1), neg_keys], dim=1)
+    scores = torch.bmm(x.unsqueeze(1), keys.transpose(1, 2)).squeeze(1)
+    return F.cross_entropy(scores / temperature, torch.zeros(n, dtype=torch.long))
+
+
+@pytest.mark.parametrize("shared", [0.0, 3.0], ids=["few-false-negatives", "many-refilled"])
+def test_unime_refill_reproduces_unimes_code(shared):
+    """With a tight cluster most candidates score above positive + 0.1: UniME's top-k then
+    refills from the filtered ones (and the positive); ``refill: unime`` gives its exact loss."""
+    generator = torch.Generator().manual_seed(1)
+    centre = torch.randn(1, 16, generator=generator)
+    x = F.normalize(shared * centre + torch.randn(12, 16, generator=generator), dim=-1)  # shared: a tight cluster
+    y = F.normalize(x + 0.5 * torch.randn(12, 16, generator=generator), dim=-1)
+    settings = HardNegativeSettings(threshold=0.1, top_k=8, refill="unime", dataset_negatives=False)
+    sampler = HardNegativeSampler(settings, temperature=0.02, gather=False)
+    ours = hard_negative_info_nce(x, y, sampler.select(x, y), 0.02, gather=False)
+    torch.testing.assert_close(ours, _unime_reference_loss(x, y, 8, 0.1, 0.02))
+    masked = HardNegativeSampler(HardNegativeSettings(threshold=0.1, top_k=8), temperature=0.02, gather=False)
+    selection = masked.select(x, y)
+    paravec_loss = hard_negative_info_nce(x, y, selection, 0.02, gather=False)
+    refilled = not selection.valid.all()
+    assert refilled == (shared > 0)  # the fixture makes the case it names
+    assert torch.allclose(paravec_loss, ours) != refilled  # the settings differ exactly when UniME refills
