@@ -10,7 +10,7 @@ import argparse
 import importlib
 import sys
 
-COMMAND_MODULES = ("demo", "encode", "inspect", "train", "eval", "data", "serve", "export", "flops", "params", "unime")
+COMMAND_MODULES = ("demo", "encode", "inspect", "index", "train", "eval", "data", "serve", "export", "flops", "params", "unime")
 
 
 def build_parser() -> argparse.ArgumentParser:

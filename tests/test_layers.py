@@ -15,11 +15,11 @@ PACKAGE = Path(__file__).resolve().parents[1] / "paravec"
 #: Bottom first. A unit may import units of a strictly lower layer.
 LAYERS = [
     {"core"},
-    {"items", "distributed"},
+    {"items", "distributed", "vectors"},
     {"backbones", "data", "losses"},
     {"presets", "pdf", "gradcache"},
     {"unime", "embedder"},
-    {"eval", "recipes"},
+    {"eval", "recipes", "integrations"},
     {"config", "flops"},
     {"train"},
     {"export", "demo", "serve", "cli"},

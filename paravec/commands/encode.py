@@ -1,9 +1,16 @@
-"""``paravec encode``: embed the items of a JSONL file into a float32 ``.npy`` array.
+"""``paravec encode``: embed the items of a JSONL file into an ``.npy`` array.
 
 Each line is a JSON object with optional ``text``, ``image`` (a path relative to
-``--image-root``, or absolute) and ``instruction`` (queries only; applies the paper's template).
+``--image-root``, or absolute) and ``instruction`` (queries only; applies the paper's template),
+and an optional ``id`` that encode ignores and ``paravec index build --ids-from`` reads.
 Rows come out in input order. Every line is checked before the model loads, images are read
 batch by batch, and the output file appears only when every row was embedded.
+
+``--precision`` stores the embeddings as float32 (default), float16, int8, uint8, binary or
+ubinary (:mod:`paravec.vectors.quantize`: sentence-transformers' codes). int8/uint8 need
+calibration ranges: ``--calibrate-on-input`` computes them from the embeddings being written
+(for a corpus), ``--calibration FILE`` reuses a corpus's (for its queries). Either way they are
+written beside the output: ``emb.npy`` gets ``emb.calibration.npz``.
 """
 
 from __future__ import annotations
@@ -16,10 +23,12 @@ from pathlib import Path
 import numpy as np
 
 from paravec.cli import CommandError
-from paravec.commands.options import add_mode_option, add_threads_option, positive_int
+from paravec.commands.options import add_folder_format_option, add_mode_option, add_threads_option, positive_int
 from paravec.core.threads import apply_threads
+from paravec.vectors.quantize import PRECISIONS, Calibration
+from paravec.vectors.store import write_embeddings
 
-ALLOWED_FIELDS = {"text", "image", "instruction"}
+ALLOWED_FIELDS = {"text", "image", "instruction", "id"}
 
 
 @dataclass(frozen=True)
@@ -33,13 +42,23 @@ class ItemRecord:
 def register(subparsers) -> None:
     parser = subparsers.add_parser("encode", help="embed items from a JSONL file into a .npy array")
     parser.add_argument("--model", required=True, help="a preset name (e.g. tiny-qwen2-vl) or a model folder")
-    parser.add_argument("--input", required=True, type=Path, help="JSONL: one {text, image, instruction} object per line")
+    parser.add_argument("--input", required=True, type=Path, help="JSONL: one {text, image, instruction, id} object per line (id optional, ignored here)")
     parser.add_argument("--image-root", type=Path, default=None, help="folder that image paths are relative to")
-    parser.add_argument("--out", required=True, type=Path, help="output .npy file, float32 [n, d]")
+    parser.add_argument("--out", required=True, type=Path,
+                        help="output .npy file: [n, d] (binary/ubinary: [n, ceil(d/8)], 8 dimensions per byte); "
+                             "int8/uint8 also write their calibration ranges beside it, emb.npy -> emb.calibration.npz")
+    parser.add_argument("--precision", choices=list(PRECISIONS), default="float32",
+                        help="storage precision (default float32); int8/uint8 need --calibration or --calibrate-on-input")
+    calibration = parser.add_mutually_exclusive_group()
+    calibration.add_argument("--calibration", type=Path, default=None, metavar="FILE",
+                             help="int8/uint8: calibration ranges to quantise with, e.g. a corpus's emb.calibration.npz")
+    calibration.add_argument("--calibrate-on-input", action="store_true",
+                             help="int8/uint8: compute the ranges (per-dimension min/max) from these embeddings")
     add_mode_option(parser)
     parser.add_argument("--batch-size", type=positive_int, default=16)
     parser.add_argument("--no-normalize", action="store_true", help="keep raw (unnormalised) embeddings")
     parser.add_argument("--device", default=None, help="torch device, e.g. cuda:0 (default: cpu)")
+    add_folder_format_option(parser)
     add_threads_option(parser)
     parser.set_defaults(func=run)
 
@@ -65,6 +84,8 @@ def read_records(path: Path) -> list[ItemRecord]:
             for key in ALLOWED_FIELDS:
                 if row.get(key) is not None and not isinstance(row[key], str):
                     raise CommandError(f"{path}, line {number}: field {key!r} must be a string")
+            if "id" in row and not isinstance(row["id"], str):
+                raise CommandError(f"{path}, line {number}: field 'id' must be a string")
             if not row.get("text") and not row.get("image"):
                 raise CommandError(f"{path}, line {number}: an item needs 'text', 'image' or both")
             records.append(ItemRecord(number, row.get("text") or None, row.get("image") or None, row.get("instruction") or None))
@@ -91,14 +112,17 @@ def to_items(records: list[ItemRecord], input_path: Path, image_root: Path | Non
 
 
 def run(args: argparse.Namespace) -> int:
+    calibration = read_calibration_option(args)
     records = read_records(args.input)
     import paravec
 
     try:
-        embedder = paravec.load(args.model, mode=args.mode, device=args.device)
+        embedder = paravec.load(args.model, mode=args.mode, device=args.device, folder_format=args.folder_format)
     except (ValueError, OSError) as error:
         raise CommandError(str(error)) from None
     apply_threads(args.threads, embedder.dim)
+    if calibration is not None and calibration.dim != embedder.dim:
+        raise CommandError(f"{args.calibration}: ranges for {calibration.dim} dimensions, the model gives {embedder.dim}")
     chunks = []
     show = len(records) > 4 * args.batch_size
     from tqdm.auto import tqdm
@@ -112,13 +136,36 @@ def run(args: argparse.Namespace) -> int:
                 raise CommandError(str(error)) from None
             progress.update(len(batch))
     embeddings = np.concatenate(chunks).astype(np.float32)
-    write_npy_atomically(args.out, embeddings)
-    print(f"wrote {embeddings.shape[0]} x {embeddings.shape[1]} embeddings to {args.out}")
+    if args.calibrate_on_input:
+        calibration = calibrate(embeddings)
+    try:
+        codes, calibration_file = write_embeddings(args.out, embeddings, args.precision, calibration)
+    except ValueError as error:  # e.g. values beyond float16's range
+        raise CommandError(f"{args.out}: {error}") from None
+    print(f"wrote {embeddings.shape[0]} x {embeddings.shape[1]} embeddings ({args.precision}, array {codes.shape[0]} x "
+          f"{codes.shape[1]}) to {args.out}" + (f"; calibration ranges in {calibration_file}" if calibration_file else ""))
     return 0
 
 
-def write_npy_atomically(path: Path, array: np.ndarray) -> None:
-    from paravec.core.atomic import atomic_file
+def read_calibration_option(args: argparse.Namespace) -> Calibration | None:
+    """Check the precision's calibration options before the model loads; load a given ranges file."""
+    calibrated = PRECISIONS[args.precision].calibrated
+    given = args.calibration is not None or args.calibrate_on_input
+    if calibrated and not given:
+        raise CommandError(f"--precision {args.precision} needs calibration ranges: --calibrate-on-input (a corpus) "
+                           "or --calibration FILE (e.g. the corpus's .calibration.npz, for its queries)")
+    if given and not calibrated:
+        raise CommandError(f"--calibration/--calibrate-on-input apply to int8 and uint8, not {args.precision}")
+    if args.calibration is None:
+        return None
+    try:
+        return Calibration.load(args.calibration)
+    except ValueError as error:
+        raise CommandError(str(error)) from None
 
-    with atomic_file(path) as stream:
-        np.save(stream, array)
+
+def calibrate(embeddings: np.ndarray) -> Calibration:
+    try:
+        return Calibration.from_embeddings(embeddings)
+    except ValueError as error:
+        raise CommandError(f"--calibrate-on-input: {error}") from None

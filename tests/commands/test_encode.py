@@ -73,3 +73,81 @@ def test_corrupt_image_is_named(tmp_path, inputs):
     bad.write_text('{"image": "broken.png"}\n')
     assert main(["encode", "--model", "tiny-qwen2-vl", "--input", str(bad), "--image-root", str(images),
                  "--out", str(tmp_path / "o.npy")]) == 2
+
+
+# ------------------------------------------------------------------------------ --precision
+
+
+@pytest.fixture(scope="module")
+def encoded(tmp_path_factory):
+    """One float32 run of the command (items carry ids, which encode accepts and ignores)."""
+    folder = tmp_path_factory.mktemp("encode")
+    Image.new("RGB", (40, 30), (10, 200, 10)).save(folder / "green.png")
+    rows = [{"text": f"caption number {i}", "id": f"c{i}"} for i in range(6)] + [{"image": "green.png", "id": "img"}]
+    items = folder / "items.jsonl"
+    items.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    out = folder / "float.npy"
+    assert main(["encode", "--model", "tiny-qwen2-vl", "--input", str(items), "--image-root", str(folder),
+                 "--out", str(out)]) == 0
+    return folder, items, np.load(out)
+
+
+def _encode(encoded, out, *options):
+    folder, items, _ = encoded
+    return main(["encode", "--model", "tiny-qwen2-vl", "--input", str(items), "--image-root", str(folder),
+                 "--out", str(out), *options])
+
+
+def test_int8_calibrated_on_input_and_uint8_with_those_ranges(encoded):
+    from paravec.vectors import Calibration, quantize
+
+    folder, _, floats = encoded
+    assert _encode(encoded, folder / "corpus.npy", "--precision", "int8", "--calibrate-on-input") == 0
+    calibration = Calibration.load(folder / "corpus.calibration.npz")
+    assert calibration.count == len(floats)
+    np.testing.assert_array_equal(calibration.ranges, Calibration.from_embeddings(floats).ranges)
+    np.testing.assert_array_equal(np.load(folder / "corpus.npy"), quantize(floats, "int8", calibration))
+
+    # Queries quantised later with the corpus's ranges, which are stored beside them too.
+    assert _encode(encoded, folder / "queries.npy", "--precision", "uint8",
+                   "--calibration", str(folder / "corpus.calibration.npz")) == 0
+    np.testing.assert_array_equal(np.load(folder / "queries.npy"), quantize(floats, "uint8", calibration))
+    np.testing.assert_array_equal(Calibration.load(folder / "queries.calibration.npz").ranges, calibration.ranges)
+
+
+def test_binary_output_is_packed_signs(encoded):
+    folder, _, floats = encoded
+    assert _encode(encoded, folder / "bits.npy", "--precision", "binary") == 0
+    written = np.load(folder / "bits.npy")
+    assert written.dtype == np.int8 and written.shape == (len(floats), (floats.shape[1] + 7) // 8)
+    np.testing.assert_array_equal(written.astype(np.int16) + 128, np.packbits(floats > 0, axis=-1))
+    assert not (folder / "bits.calibration.npz").exists()
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (["--precision", "int8"], "--precision int8 needs calibration ranges"),
+        (["--precision", "binary", "--calibrate-on-input"], "apply to int8 and uint8, not binary"),
+        (["--precision", "uint8", "--calibration", "{folder}/missing.npz"], "{folder}/missing.npz: no such calibration file"),
+        (["--precision", "uint8", "--calibration", "{folder}/narrow.npz"], "{folder}/narrow.npz: ranges for 3 dimensions"),
+    ],
+)
+def test_precision_options_are_checked_and_nothing_is_written(encoded, capsys, options, message):
+    from paravec.vectors import Calibration
+
+    folder, _, _ = encoded
+    Calibration(ranges=np.zeros((2, 3), np.float32), count=2).save(folder / "narrow.npz")
+    out = folder / "refused.npy"
+    capsys.readouterr()
+    assert _encode(encoded, out, *[o.format(folder=folder) for o in options]) == 2
+    err = capsys.readouterr().err
+    assert message.format(folder=folder) in err and err.count("\n") == 1
+    assert not out.exists() and not (folder / "refused.calibration.npz").exists()
+
+
+def test_an_id_must_be_a_string(tmp_path, capsys):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "x", "id": 3}\n')
+    assert main(["encode", "--model", "tiny-qwen2-vl", "--input", str(bad), "--out", str(tmp_path / "o.npy")]) == 2
+    assert "line 1: field 'id' must be a string" in capsys.readouterr().err
