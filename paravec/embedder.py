@@ -153,9 +153,13 @@ def save_embedder(
 
 
 def write_embedder_files(
-    model: PDFEmbeddingModel, spec: EmbedderSpec, folder: Path, *, with_backbone: bool = False, merge_lora: bool = False
+    model: PDFEmbeddingModel, spec: EmbedderSpec, folder: Path, *, with_backbone: bool = False, merge_lora: bool = False,
+    backbone_dir: str = BACKBONE_DIR,
 ) -> None:
-    """Write an embedder's files into an existing, empty ``folder`` (see the module docstring)."""
+    """Write an embedder's files into an existing, empty ``folder`` (see the module docstring).
+
+    ``backbone_dir``: where the backbone goes with ``with_backbone``; ``"."`` puts it in the
+    folder itself, which then is also an ordinary Hugging Face checkpoint."""
     spec = EmbedderSpec(**{**spec.__dict__})
     heads = {name: p.detach().float().cpu().contiguous() for name, p in model.method_parameters().items()}
     if heads:
@@ -167,9 +171,9 @@ def write_embedder_files(
     if lora_layers:
         save_lora(model.adapter, str(folder / LORA_DIR))
     if with_backbone:
-        model.backbone.save_pretrained(str(folder / BACKBONE_DIR), state_dict=base_state_dict(model.backbone))
-        model.adapter.processor.save_pretrained(str(folder / BACKBONE_DIR))
-        spec.backbone = BACKBONE_DIR
+        model.backbone.save_pretrained(str(folder / backbone_dir), state_dict=base_state_dict(model.backbone))
+        model.adapter.processor.save_pretrained(str(folder / backbone_dir))
+        spec.backbone = backbone_dir
         if merge_lora:
             spec.lora = None
     (folder / SPEC_FILE).write_text(spec.to_json())
@@ -231,8 +235,8 @@ def load(
         if value is not None:
             options[key] = value
     backbone_source = spec.backbone
-    if found.folder is not None and backbone_source == BACKBONE_DIR:
-        backbone_source = str(found.folder / BACKBONE_DIR)
+    if found.folder is not None and backbone_source in (BACKBONE_DIR, "."):
+        backbone_source = str(found.folder / backbone_source)
     adapter = load_backbone(backbone_source, BackboneOptions(**options))
     if spec.format_version == 1:
         if image_resolution is None:

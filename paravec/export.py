@@ -14,7 +14,11 @@ that holds only what its inference mode computes with:
 
 The folder is an ordinary embedder folder (see :mod:`paravec.embedder`) with the backbone
 weights in ``backbone/`` (LoRA merged in, or base weights plus ``lora/``) and a model card,
-``README.md``, recording the training config and the newest evaluation summary of the run.
+``README.md`` (Hugging Face front matter, usage, the training config and the newest evaluation
+summary of the run). Every export is also a sentence-transformers folder
+(:mod:`paravec.integrations.sentence_transformers`). A prefix-free export with no separate
+adapter (the baseline, UniME, or ``no-prefix`` with ``--merge-lora``) keeps its backbone in the
+folder itself, so the folder is also a plain Hugging Face checkpoint that standard engines load.
 It is written atomically (:func:`paravec.core.atomic.atomic_write_dir`): it either holds the
 whole export or is left as it was.
 """
@@ -35,10 +39,15 @@ from paravec.backbones.lora import lora_parameter_count
 from paravec.core.atomic import MARKER_NAME, atomic_write_dir, find_problem
 from paravec.core.layout import RUN_SUMMARY_FILE, RunLayout
 from paravec.embedder import BACKBONE_DIR, HEADS_FILE, LORA_DIR, SPEC_FILE, EmbedderSpec, write_embedder_files
+from paravec.eval.retrieval import DEFAULT_I2T_INSTRUCTION, DEFAULT_T2I_INSTRUCTION
 from paravec.pdf.model import PDFConfig, PDFEmbeddingModel
 from paravec.pdf.modes import InferenceMode
 
 README_FILE = "README.md"
+#: sentence-transformers prompts of an export: each is an instruction (the query template applies).
+ST_PROMPTS = {"query": DEFAULT_T2I_INSTRUCTION, "text_to_image": DEFAULT_T2I_INSTRUCTION,
+              "image_to_text": DEFAULT_I2T_INSTRUCTION, "document": ""}
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
 class ExportError(ValueError):
@@ -186,6 +195,12 @@ class ExportResult:
     dim: int
     parameters: ParameterCounts
     eval_summary: EvalSummary | None
+    standard_folder: bool = False  # the backbone sits in the folder: an ordinary HF checkpoint too
+    license: str = "other"
+
+    @property
+    def backbone_path(self) -> str:
+        return "." if self.standard_folder else BACKBONE_DIR
 
 
 def export_run(
@@ -195,8 +210,12 @@ def export_run(
     mode: str | None = None,
     merge_lora: bool = False,
     force: bool = False,
+    license: str = "other",
 ) -> ExportResult:
-    """Write the self-contained model folder ``out_dir`` for ``mode`` of the run ``run_dir``."""
+    """Write the self-contained model folder ``out_dir`` for ``mode`` of the run ``run_dir``.
+
+    ``license``: the Hub license id of the weights for the model card (default ``other``: the
+    weights follow the base model's license)."""
     from paravec.embedder import load
 
     source = read_run(run_dir)
@@ -230,11 +249,16 @@ def export_run(
             "parameters": counts.to_dict(),
         },
     )
-    result = ExportResult(out, mode, load_mode, merge_lora, model.dim, counts, eval_summary)
+    standard = load_mode == "no-prefix" and (merge_lora or source.spec.lora is None)
+    result = ExportResult(out, mode, load_mode, merge_lora, model.dim, counts, eval_summary, standard, license)
     card = model_card(source, spec, result, model.backbone.config.model_type, run_summary)
 
     def write(folder: Path) -> None:
-        write_embedder_files(model, spec, folder, with_backbone=True, merge_lora=merge_lora)
+        from paravec.integrations.sentence_transformers import write_st_files
+
+        write_embedder_files(model, spec, folder, with_backbone=True, merge_lora=merge_lora,
+                             backbone_dir="." if standard else BACKBONE_DIR)
+        write_st_files(folder, load_mode, ST_PROMPTS)
         (folder / README_FILE).write_text(card, encoding="utf-8")
 
     atomic_write_dir(out, write)
@@ -269,6 +293,7 @@ def model_card(
     model_settings = source.config.get("model")
     trained_from = (model_settings.get("backbone") if isinstance(model_settings, dict) else None) or source.spec.backbone
     lines = [
+        *_front_matter(source, spec, result, trained_from),
         f"# {name}",
         "",
         f"A multimodal embedding model (text, image, or image + text in; one {result.dim}-d vector out) "
@@ -292,7 +317,7 @@ def model_card(
         "",
         "| Part | Parameters |",
         "|---|---:|",
-        f"| Backbone (`{BACKBONE_DIR}/`: vision tower and language model) | {result.parameters.backbone:,} |",
+        f"| Backbone (`{result.backbone_path}/`: vision tower and language model) | {result.parameters.backbone:,} |",
         f"| LoRA adapter (`{LORA_DIR}/`) | "
         + ("merged into the backbone" if result.lora_merged else f"{result.parameters.lora:,}") + " |",
         f"| Prefix (`{HEADS_FILE}`) | {_count_or_none(result.parameters.prefix)} |",
@@ -318,17 +343,28 @@ def model_card(
         "",
         "```sh",
         f"paravec encode --model {name} --input items.jsonl --out vectors.npy",
-        f"paravec serve --model {name}   # OpenAI-compatible POST /v1/embeddings on 127.0.0.1:8000",
         "```",
         "",
+        *_sentence_transformers_section(name, result),
+        "",
+        *_http_section(name),
+        "",
+        *_standard_engines_section(result),
+        "",
         "The folder is self-contained: it loads without network access (`HF_HUB_OFFLINE=1`) and "
-        "without the training run.",
+        "without the training run. To publish it: `hf upload <user>/<model> "
+        f"{name} .` (huggingface_hub's command line; the folder holds the card, the weights and the "
+        "sentence-transformers files the Hub renders).",
         "",
         "## Files",
         "",
         f"- `{SPEC_FILE}`: what to build (backbone folder, PDF settings, LoRA settings, default mode);",
-        f"- `{BACKBONE_DIR}/`: backbone weights, processor and tokenizer (Hugging Face format"
+        ("- the backbone's `config.json`, weights, processor and tokenizer in the folder itself (Hugging Face format"
+         if result.standard_folder else
+         f"- `{BACKBONE_DIR}/`: backbone weights, processor and tokenizer (Hugging Face format")
         + (", LoRA merged in);" if result.lora_merged else ", base weights);"),
+        "- `modules.json`, `config_sentence_transformers.json`, `paravec_st.py`, `paravec_st_config.json`, "
+        "`1_Normalize/`: the sentence-transformers view of the model;",
     ]
     if source.spec.lora is not None and not result.lora_merged:
         lines.append(f"- `{LORA_DIR}/`: the trained LoRA adapter (PEFT format);")
@@ -351,6 +387,76 @@ def model_card(
         lines += ["", "## Training summary", "", f"The run's `final/{RUN_SUMMARY_FILE}`:", ""]
         lines += _fenced(json.dumps(run_summary, indent=2, default=str), "json")
     return "\n".join(lines) + "\n"
+
+
+def _front_matter(source: RunSource, spec: EmbedderSpec, result: ExportResult, trained_from: str) -> list[str]:
+    """The card's YAML front matter: what the Hub indexes and renders."""
+    meta: dict = {
+        "library_name": "sentence-transformers",
+        "pipeline_tag": "feature-extraction",
+        "tags": ["paravec", "sentence-transformers", "feature-extraction", "multimodal-embedding", "image-text",
+                 spec.method],
+        "license": result.license,
+    }
+    if _HUB_ID.match(trained_from) and not Path(trained_from).exists():
+        meta["base_model"] = trained_from
+    data = source.config.get("data")
+    train_dir = data.get("train_dir") if isinstance(data, dict) else None
+    if isinstance(train_dir, str):
+        dataset = Path(train_dir).name
+        meta["datasets"] = [f"TIGER-Lab/{dataset}"] if dataset == "MMEB-train" else []
+    return ["---", yaml.safe_dump(meta, sort_keys=False).rstrip(), "---", ""]
+
+
+def _sentence_transformers_section(name: str, result: ExportResult) -> list[str]:
+    return [
+        "With sentence-transformers (its multimodal inputs: a string, a PIL image, or `{\"image\": ..., "
+        "\"text\": ...}`; `encode_query` applies the `query` instruction with the paper's template):",
+        "",
+        "```python",
+        "from sentence_transformers import SentenceTransformer",
+        "from PIL import Image",
+        "",
+        f'model = SentenceTransformer("{name}", trust_remote_code=True)  # the code is paravec\'s: pip install paravec',
+        'queries = model.encode_query(["a red circle above a blue square"])',
+        'images = model.encode_document([Image.open("photo.jpg")])',
+        "scores = model.similarity(queries, images)",
+        "```",
+    ]
+
+
+def _http_section(name: str) -> list[str]:
+    return [
+        "Over HTTP, OpenAI's embeddings API (`paravec serve`):",
+        "",
+        "```sh",
+        f"paravec serve --model {name}   # POST /v1/embeddings on 127.0.0.1:8000",
+        "```",
+        "",
+        "```python",
+        "from openai import OpenAI",
+        "",
+        'client = OpenAI(base_url="http://127.0.0.1:8000/v1", api_key="unused")',
+        f'vector = client.embeddings.create(model="{name}", input=["a red circle"]).data[0].embedding',
+        "```",
+    ]
+
+
+def _standard_engines_section(result: ExportResult) -> list[str]:
+    if result.standard_folder:
+        return [
+            "The folder is also an ordinary Hugging Face checkpoint (no prefix, no separate adapter): "
+            "`transformers.AutoModel.from_pretrained(folder)` loads the backbone, and engines that read "
+            "standard folders (vLLM's pooling runner, TEI) can serve it. They must reproduce what paravec "
+            "does: the prompt format recorded in `paravec.json` (`paravec inspect` prints the exact text), "
+            "the last real token's final hidden state (last-token pooling, no LM head) and L2 normalisation.",
+        ]
+    return [
+        "Standard engines (transformers' `AutoModel`, vLLM, TEI) cannot serve this mode as it is: the "
+        "embedding depends on a learned deep prefix (keys and values in front of every layer's attention) "
+        "that their model code has no input for. Use paravec, its sentence-transformers module, or "
+        "`paravec serve`.",
+    ]
 
 
 def _method_description(method: str) -> str:

@@ -31,6 +31,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--merge-lora", action="store_true", help="fold the LoRA adapter into the backbone weights")
     parser.add_argument("--force", action="store_true", help="replace --out if it exists and is not empty")
+    parser.add_argument("--license", default="other",
+                        help="license id of the weights for the model card (default: other, i.e. the base model's)")
     parser.set_defaults(func=run)
 
 
@@ -38,7 +40,8 @@ def run(args: argparse.Namespace) -> int:
     from paravec.export import ExportError, export_run
 
     try:
-        result = export_run(args.run, args.out, mode=args.mode, merge_lora=args.merge_lora, force=args.force)
+        result = export_run(args.run, args.out, mode=args.mode, merge_lora=args.merge_lora, force=args.force,
+                            license=args.license)
     except ExportError as error:
         raise CommandError(str(error)) from None
     lora = ", LoRA merged" if result.lora_merged else ""
