@@ -44,6 +44,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _register_mmeb(commands)
     _register_retrieval(commands)
     _register_convert(commands)
+    from paravec.commands.eval_mmeb_v2 import register_subcommand
+
+    register_subcommand(commands)
 
 
 def _add_model_options(parser: argparse.ArgumentParser) -> None:

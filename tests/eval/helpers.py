@@ -75,3 +75,47 @@ def write_mmeb_parquet(path: Path, rows: Sequence[dict]) -> Path:
     table = pa.Table.from_pylist([{c: row[c] for c in MMEB_COLUMNS} for row in rows], schema=schema)
     pq.write_table(table, path)
     return path
+
+
+def write_table(path: Path, rows: Sequence[dict]) -> Path:
+    """Write rows of any columns as parquet (types inferred; image structs become bytes/path)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.Table.from_pylist(list(rows)), path)
+    return path
+
+
+def png_bytes(colour: tuple[int, int, int], size: int = 8) -> bytes:
+    """A solid-colour PNG, as Hugging Face stores an image inside a parquet row."""
+    import io
+
+    stream = io.BytesIO()
+    Image.new("RGB", (size, size), colour).save(stream, format="PNG")
+    return stream.getvalue()
+
+
+def media_signature(item) -> tuple:
+    """(text, image colour or the colours of a video's frames, instruction)."""
+    video = getattr(item, "video", None)
+    if video is not None:
+        return (item.text, tuple(frame.getpixel((0, 0)) for frame in video), item.instruction)
+    return item_signature(item)
+
+
+class VideoTableEncoder:
+    """A :class:`TableEncoder` for items that may carry a video (``accepts_video = True``)."""
+
+    accepts_video = True
+
+    def __init__(self, vector_of: Callable[[tuple], np.ndarray], dim: int, name: str = "video-table-encoder"):
+        self.name = name
+        self.dim = dim
+        self.vector_of = vector_of
+        self.encoded: list[tuple] = []
+
+    def encode(self, items: Sequence, *, batch_size: int = 16, mode: Optional[str] = None,
+               normalize: bool = True, show_progress: bool = False) -> np.ndarray:
+        signatures = [media_signature(item) for item in items]
+        self.encoded.extend(signatures)
+        vectors = np.stack([np.asarray(self.vector_of(s), dtype=np.float32) for s in signatures])
+        return vectors / np.linalg.norm(vectors, axis=1, keepdims=True) if normalize else vectors
