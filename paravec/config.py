@@ -64,7 +64,7 @@ from paravec.core.schema import (
     validate,
 )
 from paravec.data.mmeb_train import MMEBTrainSource
-from paravec.losses import PDFLossConfig
+from paravec.losses import MatryoshkaSettings, PDFLossConfig
 from paravec.pdf.mim import MIMConfig
 from paravec.pdf.model import PDFConfig
 from paravec.pdf.modes import is_mode
@@ -102,10 +102,12 @@ class LossConfig(PDFLossConfig):
 
     The lambdas only matter for ``pdf``; set them to 0 to ablate the per-path loss or MIM
     (Table 3). ``hard_negatives`` changes every InfoNCE term into UniME's hard-negative
-    InfoNCE; ``distill`` is UniME stage 1's loss.
+    InfoNCE; ``distill`` is UniME stage 1's loss; ``matryoshka`` adds every contrastive term on
+    smaller prefixes of the embedding (truncatable vectors).
     """
 
     mim: MIMConfig = option(MIMConfig)
+    matryoshka: MatryoshkaSettings = option(MatryoshkaSettings)
     hard_negatives: HardNegativeSettings = option(HardNegativeSettings)
     distill: DistillSettings = option(DistillSettings)
 

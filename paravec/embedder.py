@@ -17,6 +17,7 @@ embedder (last-token pooling, no prefix).
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 from dataclasses import dataclass, field
@@ -56,6 +57,8 @@ class EmbedderSpec:
     method: str = "pdf"
     default_mode: str | None = None
     info: dict = field(default_factory=dict)
+    #: Smaller sizes the model was trained to embed at (Matryoshka; empty: the full size only).
+    matryoshka_dims: list = field(default_factory=list)
     #: The folder format this spec was read from (this release writes FORMAT_VERSION).
     format_version: int = FORMAT_VERSION
 
@@ -95,10 +98,31 @@ class Embedder:
         self.spec = spec
         self.name = name
         self.mode = mode or spec.default_mode or model.config.default_mode
+        #: The size ``encode`` returns by default (see :meth:`at_dimension`); None: the full size.
+        self.output_dim: int | None = None
 
     @property
     def dim(self) -> int:
-        return self.model.dim
+        return self.output_dim or self.model.dim
+
+    @property
+    def dimensions(self) -> list[int]:
+        """The sizes this model embeds at: its Matryoshka sizes and the full one."""
+        return sorted({*self.spec.matryoshka_dims, self.model.dim})
+
+    def check_dimension(self, dim: int) -> int:
+        if dim not in self.dimensions:
+            raise ValueError(f"dimension {dim} is not one this model was trained for; use one of "
+                             f"{', '.join(map(str, self.dimensions))} (loss.matryoshka.dims sets them in training)")
+        return dim
+
+    def at_dimension(self, dim: int) -> "Embedder":
+        """This embedder giving ``dim``-d vectors (first ``dim`` dimensions, re-normalised), under a
+        name that says so (evaluation caches key on it)."""
+        view = copy.copy(self)
+        view.output_dim = None if self.check_dimension(dim) == self.model.dim else dim
+        view.name = self.name if view.output_dim is None else f"{self.name}@{dim}d"
+        return view
 
     @property
     def tokenizer(self):
@@ -113,21 +137,26 @@ class Embedder:
         mode: str | None = None,
         normalize: bool = True,
         show_progress: bool = False,
+        dim: int | None = None,
     ) -> np.ndarray:
-        """Embeddings of ``items`` in input order: float32 ``[n, d]``."""
+        """Embeddings of ``items`` in input order: float32 ``[n, d]``; with ``dim`` (one of
+        :attr:`dimensions`), their first ``dim`` dimensions, re-normalised."""
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        dim = self.check_dimension(dim) if dim is not None else self.output_dim
         mode = mode or self.mode
         chunks = []
         starts = range(0, len(items), batch_size)
         for start in tqdm(starts, desc="encode", unit="batch", disable=not show_progress):
             batch = self.model.prepare(items[start : start + batch_size])
             embeddings = self.model.embed(batch, mode).float()
+            if dim is not None:
+                embeddings = embeddings[:, :dim]
             if normalize:
                 embeddings = F.normalize(embeddings, dim=-1)
             chunks.append(embeddings.cpu().numpy())
         if not chunks:
-            return np.zeros((0, self.dim), dtype=np.float32)
+            return np.zeros((0, dim or self.model.dim), dtype=np.float32)
         return np.concatenate(chunks).astype(np.float32, copy=False)
 
     def save(self, directory: str | os.PathLike, *, with_backbone: bool = False, merge_lora: bool = False) -> Path:

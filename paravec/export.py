@@ -242,6 +242,7 @@ def export_run(
         lora=source.spec.lora,
         method=source.spec.method,
         default_mode=load_mode,
+        matryoshka_dims=list(source.spec.matryoshka_dims),
         info={
             "step": source.spec.info.get("step"),
             "export": {"run": str(source.root), "mode": mode, "lora_merged": merge_lora},

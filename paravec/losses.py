@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from paravec.core import history_keys as keys
-from paravec.core.schema import NON_NEGATIVE, POSITIVE, Section, option
+from paravec.core.schema import NON_NEGATIVE, POSITIVE, Rule, Section, option
 from paravec.distributed import gather_with_grad_and_offset
 
 MIMTerm = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -101,6 +101,41 @@ class PDFLossConfig(Section):
     temperature: float = option(0.02, POSITIVE)
     lambda_con: float = option(1.0, NON_NEGATIVE)
     lambda_mim: float = option(1e-4, NON_NEGATIVE)
+
+
+_DIMS = Rule(lambda v: all(d > 0 for d in v) and len(set(v)) == len(v), "distinct positive dimensions")
+_WEIGHTS = Rule(lambda v: all(w >= 0 for w in v), "non-negative weights")
+
+
+@dataclass(frozen=True, kw_only=True)
+class MatryoshkaSettings(Section):
+    """Matryoshka representation learning (the ``loss.matryoshka`` section): every contrastive
+    term is also taken on the first ``m`` dimensions of the embeddings, re-normalised, for each
+    ``m`` in ``dims`` (smaller than the full size), with ``weights`` (default 1 each), as
+    sentence-transformers' ``MatryoshkaLoss`` does; the full-size term keeps weight 1. The MIM
+    bound stays on the full vectors. Empty ``dims``: off."""
+
+    dims: list[int] = option([], _DIMS)
+    weights: Optional[list[float]] = option(None, _WEIGHTS)
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.dims)
+
+    def pairs(self, full_dim: int) -> list[tuple[int, float]]:
+        """``(m, weight)`` for every listed size, checked against the model's embedding size."""
+        weights = self.weights if self.weights is not None else [1.0] * len(self.dims)
+        if len(weights) != len(self.dims):
+            raise ValueError(f"loss.matryoshka.weights: {len(weights)} weights for {len(self.dims)} dims")
+        too_big = [m for m in self.dims if m >= full_dim]
+        if too_big:
+            raise ValueError(f"loss.matryoshka.dims: {too_big} not below the embedding size {full_dim}")
+        return list(zip(self.dims, weights))
+
+
+def truncated(embeddings: torch.Tensor, dim: int) -> torch.Tensor:
+    """The first ``dim`` dimensions (the losses re-normalise when they score)."""
+    return embeddings[..., :dim]
 
 
 @dataclass

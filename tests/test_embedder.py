@@ -85,3 +85,35 @@ def test_encode_keeps_order_across_batches_and_normalises():
     np.testing.assert_allclose(batched, whole, atol=1e-5)
     np.testing.assert_allclose(np.linalg.norm(whole, axis=1), 1.0, atol=1e-5)
     assert embedder.encode([]).shape == (0, embedder.dim)
+
+
+def test_matryoshka_sizes_are_recorded_and_served(small_mini, tmp_path, tiny_run_config):
+    import numpy as np
+    import torch.nn.functional as F
+
+    from paravec.cli import main
+    from paravec.export import export_run
+    from paravec.train.loop import Trainer
+
+    cfg = tiny_run_config(small_mini, tmp_path / "run", **{
+        "train.max_steps": 1, "train.save_every": 0, "optim.warmup_steps": 0, "loss.matryoshka": {"dims": [32, 16]}})
+    Trainer(cfg).run()
+    export = export_run(tmp_path / "run", tmp_path / "export").out
+    for folder in (tmp_path / "run" / "final", export):
+        embedder = paravec.load(folder)
+        assert embedder.dimensions == [16, 32, 64]
+        items = [paravec.Item(text="a red square"), paravec.Item(text="two blue circles")]
+        raw = torch.from_numpy(embedder.encode(items, normalize=False))
+        small = embedder.encode(items, dim=16)
+        np.testing.assert_allclose(small, F.normalize(raw[:, :16], dim=-1).numpy(), atol=1e-6)
+        view = embedder.at_dimension(32)
+        assert view.dim == 32 and view.name.endswith("@32d") and view.encode(items).shape == (2, 32)
+        assert embedder.dim == 64  # the view is a copy
+        with pytest.raises(ValueError, match="dimension 20 is not one this model was trained for; use one of 16, 32, 64"):
+            embedder.encode(items, dim=20)
+    (tmp_path / "items.jsonl").write_text('{"text": "a red square"}\n')
+    assert main(["encode", "--model", str(export), "--input", str(tmp_path / "items.jsonl"), "--out",
+                 str(tmp_path / "e.npy"), "--dim", "16", "--threads", "1"]) == 0
+    assert np.load(tmp_path / "e.npy").shape == (1, 16)
+    assert main(["encode", "--model", str(export), "--input", str(tmp_path / "items.jsonl"), "--out",
+                 str(tmp_path / "e.npy"), "--dim", "48", "--threads", "1"]) == 2

@@ -125,15 +125,17 @@ def test_non_finite_loss_back_propagates_nothing():
     assert all(p.grad is None for p in _trainable(model).values())
 
 
-def test_gradcache_with_a_negatives_group_equals_a_full_batch_step():
-    """A third group (dataset hard negatives, UniME stage 2) is chunked, cached and re-run too."""
+@pytest.mark.parametrize("matryoshka", [[], [16, 32]], ids=["full-size", "matryoshka"])
+def test_gradcache_with_a_negatives_group_equals_a_full_batch_step(matryoshka):
+    """A third group (dataset hard negatives, UniME stage 2) is chunked, cached and re-run too;
+    with Matryoshka sizes every term is also taken on truncated embeddings."""
     from paravec.config import config_from_dict
     from paravec.recipes.contrastive import ContrastiveObjective
 
     model, _, _ = _setup()
     cfg = config_from_dict({
         "output_dir": "unused", "model": {"backbone": "tiny-qwen2-vl"}, "method": {"name": "pdf", "prefix_len": 3},
-        "loss": {"lambda_mim": 0.0, "hard_negatives": {"enabled": True, "top_k": 2}},
+        "loss": {"lambda_mim": 0.0, "hard_negatives": {"enabled": True, "top_k": 2}, "matryoshka": {"dims": matryoshka}},
         "data": {"train_dir": "unused", "image_root": "unused"}, "train": {"max_steps": 1, "batch_size": 6},
         "optim": {"warmup_steps": 0},
     })

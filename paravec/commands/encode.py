@@ -23,7 +23,13 @@ from pathlib import Path
 import numpy as np
 
 from paravec.cli import CommandError
-from paravec.commands.options import add_folder_format_option, add_mode_option, add_threads_option, positive_int
+from paravec.commands.options import (
+    add_dim_option,
+    add_folder_format_option,
+    add_mode_option,
+    add_threads_option,
+    positive_int,
+)
 from paravec.core.threads import apply_threads
 from paravec.vectors.quantize import PRECISIONS, Calibration
 from paravec.vectors.store import write_embeddings
@@ -55,6 +61,7 @@ def register(subparsers) -> None:
     calibration.add_argument("--calibrate-on-input", action="store_true",
                              help="int8/uint8: compute the ranges (per-dimension min/max) from these embeddings")
     add_mode_option(parser)
+    add_dim_option(parser)
     parser.add_argument("--batch-size", type=positive_int, default=16)
     parser.add_argument("--no-normalize", action="store_true", help="keep raw (unnormalised) embeddings")
     parser.add_argument("--device", default=None, help="torch device, e.g. cuda:0 (default: cpu)")
@@ -118,9 +125,11 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         embedder = paravec.load(args.model, mode=args.mode, device=args.device, folder_format=args.folder_format)
+        if args.dim is not None:
+            embedder = embedder.at_dimension(args.dim)
     except (ValueError, OSError) as error:
         raise CommandError(str(error)) from None
-    apply_threads(args.threads, embedder.dim)
+    apply_threads(args.threads, embedder.model.dim)
     if calibration is not None and calibration.dim != embedder.dim:
         raise CommandError(f"{args.calibration}: ranges for {calibration.dim} dimensions, the model gives {embedder.dim}")
     chunks = []

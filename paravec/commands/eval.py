@@ -21,6 +21,7 @@ from typing import Iterator
 
 from paravec.cli import CommandError
 from paravec.commands.options import (
+    add_dim_option,
     add_folder_format_option,
     add_mode_option,
     add_threads_option,
@@ -52,6 +53,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="a model folder or a preset name")
     add_mode_option(parser)
+    add_dim_option(parser)
     add_folder_format_option(parser)
     parser.add_argument("--batch-size", type=positive_int, default=16)
     parser.add_argument("--show", type=non_negative_int, default=0, metavar="N",
@@ -139,7 +141,12 @@ def _load(model: str, args: argparse.Namespace):
 
     with _user_errors():
         embedder = load(model, folder_format=args.folder_format)
-    apply_threads(args.threads, embedder.dim)
+    if getattr(args, "dim", None) is not None:
+        try:
+            embedder = embedder.at_dimension(args.dim)
+        except ValueError as error:
+            raise CommandError(f"--dim: {error}") from None
+    apply_threads(args.threads, embedder.model.dim)
     return embedder
 
 

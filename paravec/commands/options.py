@@ -38,6 +38,12 @@ def add_folder_format_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_dim_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dim", type=positive_int, default=None, metavar="M",
+                        help="embed at M dimensions: one the model was trained for (Matryoshka), the first M "
+                             "dimensions re-normalised (default: the full size)")
+
+
 def add_mode_option(parser: argparse.ArgumentParser, what: str = "") -> None:
     parser.add_argument(
         "--mode", type=parse_mode_argument, default=None,

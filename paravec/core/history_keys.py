@@ -13,6 +13,7 @@ logs them as returned, so every value appears under exactly one name. Names are
 ``loss/paths``                 mean per-path InfoNCE (before lambda_con; PDF with N > 1)
 ``loss/mim``                   the vCLUB bound between paths (before lambda_mim)
 ``loss/distill``               UniME stage 1: KL divergence to the teacher's similarities
+``loss/matryoshka_<m>``        the contrastive loss on the first m dimensions (before its weight)
 ``negatives/false_negatives``  hard negatives: in-batch candidates filtered out per query
 ``negatives/hard``             hard negatives kept per query (at most loss.hard_negatives.top_k)
 ``negatives/dataset``          dataset (MMEB neg_*) negatives per query
@@ -50,6 +51,11 @@ COUNT_PREFIX = "count/"
 EVAL_PREFIX = "eval/"
 SAMPLES_PER_SECOND = "perf/samples_per_second"
 SECONDS_PER_STEP = "perf/seconds_per_step"
+
+
+def matryoshka_loss(dim: int) -> str:
+    """The name of the contrastive loss taken on the first ``dim`` dimensions."""
+    return f"loss/matryoshka_{dim}"
 
 
 def path_loss(path: int) -> str:

@@ -17,7 +17,8 @@ import torch
 from paravec.core import history_keys as keys
 from paravec.core.schema import narrowed
 from paravec.data.mmeb_train import MMEBTrainDataset, TrainBatch, collate_train_pairs
-from paravec.losses import LossOutput, PDFLossConfig, PDFObjective
+from paravec.losses import LossOutput, PDFLossConfig, PDFObjective, truncated
+from paravec.pdf.model import PathEmbeddings
 from paravec.recipes.registry import Problems, Recipe, StepPlan, TrainingData
 from paravec.unime.hard_negatives import HardNegativeSampler
 
@@ -61,6 +62,10 @@ class ContrastiveObjective:
         self.pdf = PDFObjective(weights, gather=gather)
         hard = cfg.loss.hard_negatives
         self.sampler = HardNegativeSampler(hard, cfg.loss.temperature, gather) if hard.enabled else None
+        #: Matryoshka's smaller sizes: the same contrastive terms, no MIM (it stays on full vectors).
+        self.matryoshka = cfg.loss.matryoshka.pairs(model.dim)
+        contrastive_weights = PDFLossConfig(temperature=weights.temperature, lambda_con=weights.lambda_con, lambda_mim=0.0)
+        self.truncated_pdf = PDFObjective(contrastive_weights, gather=gather)
 
     def plan(self, batch: TrainBatch) -> StepPlan:
         owners = [i for i, negative in enumerate(batch.negatives) if negative is not None]
@@ -82,9 +87,10 @@ class ContrastiveObjective:
         negatives, ``negative_owners``: ``[M]`` the local query each belongs to)."""
         model = self.model
         q, t = model.aggregate(queries), model.aggregate(targets)
-        contrastive, counts = None, {}
+        n = None if negatives is None else model.aggregate(negatives)
+        contrastive, counts, step = None, {}, None
         if self.sampler is not None:
-            step = self.sampler.step(q, t, None if negatives is None else model.aggregate(negatives), negative_owners)
+            step = self.sampler.step(q, t, n, negative_owners)
             contrastive = step.term
             counts = {
                 keys.FALSE_NEGATIVES: step.selection.false_negatives.float().mean(),
@@ -96,7 +102,21 @@ class ContrastiveObjective:
         out = self.pdf(q.paths, q.aggregate, t.paths, t.aggregate, mim=None if self.mim is None else self.mim.bound,
                        contrastive=contrastive)
         out.terms.update(counts)
+        for dim, weight in self.matryoshka:
+            q_m, t_m = _truncated_views(q, dim), _truncated_views(t, dim)
+            term = None if step is None else self.sampler.term_for(step.selection, None if n is None else _truncated_views(n, dim), negative_owners)
+            small = self.truncated_pdf(q_m.paths, q_m.aggregate, t_m.paths, t_m.aggregate, contrastive=term)
+            out.total = out.total + weight * small.total
+            out.terms[keys.matryoshka_loss(dim)] = small.total.detach()
+        out.terms[keys.TOTAL_LOSS] = out.total.detach()
         return out
+
+
+def _truncated_views(embeddings: PathEmbeddings, dim: int) -> PathEmbeddings:
+    """Paths and aggregate cut to their first ``dim`` dimensions (the aggregate is mixed from the
+    full paths, as at inference, then cut)."""
+    aggregate = None if embeddings.aggregate is None else truncated(embeddings.aggregate, dim)
+    return PathEmbeddings(truncated(embeddings.paths, dim), aggregate, embeddings.weights)
 
 
 class ContrastiveRecipe(Recipe):

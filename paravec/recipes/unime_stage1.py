@@ -32,6 +32,7 @@ class DistillObjective:
         self.model = model
         self.settings = cfg.loss.distill
         self.gather = gather
+        self.matryoshka = cfg.loss.matryoshka.pairs(model.dim)
 
     def plan(self, batch: DistillBatch) -> StepPlan:
         device = self.model.device
@@ -41,11 +42,22 @@ class DistillObjective:
 
     def loss(self, queries: torch.Tensor, positives: torch.Tensor, teacher_queries: torch.Tensor,
              teacher_positives: torch.Tensor) -> LossOutput:
-        kl = similarity_distillation_loss(
-            queries[:, 0], positives[:, 0], teacher_queries, teacher_positives,
-            self.settings.temperature_student, self.settings.temperature_teacher, self.gather,
-        )
-        return LossOutput(total=kl, terms={keys.DISTILL_LOSS: kl.detach(), keys.TOTAL_LOSS: kl.detach()})
+        def kl(dim: int | None) -> torch.Tensor:
+            q, p = queries[:, 0], positives[:, 0]
+            if dim is not None:  # Matryoshka: the student's first dims against the whole teacher
+                q, p = q[:, :dim], p[:, :dim]
+            return similarity_distillation_loss(q, p, teacher_queries, teacher_positives,
+                                                self.settings.temperature_student, self.settings.temperature_teacher,
+                                                self.gather)
+
+        total = kl(None)
+        terms = {keys.DISTILL_LOSS: total.detach()}
+        for dim, weight in self.matryoshka:
+            small = kl(dim)
+            total = total + weight * small
+            terms[keys.matryoshka_loss(dim)] = small.detach()
+        terms[keys.TOTAL_LOSS] = total.detach()
+        return LossOutput(total=total, terms=terms)
 
 
 @register_recipe

@@ -61,6 +61,7 @@ def build_parts(cfg: RunConfig) -> TrainingParts:
         method=cfg.method.name,
         default_mode=cfg.method.inference_mode,
         info={"name": cfg.output_dir},
+        matryoshka_dims=sorted(cfg.loss.matryoshka.dims),
     )
     return TrainingParts(model, mim, spec)
 

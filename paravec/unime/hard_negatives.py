@@ -201,13 +201,19 @@ class HardNegativeSampler:
         if (negatives is None) != (negative_owners is None):
             raise ValueError("give dataset negatives together with their owners, or neither")
         selection = self.select(selection_view(queries), selection_view(targets))
+        count = 0 if negatives is None else int(negatives.paths.shape[0])
+        return HardNegativeStep(selection, self.term_for(selection, negatives, negative_owners), count)
+
+    def term_for(self, selection: HardNegativeSelection, negatives: Optional["PathEmbeddings"] = None,
+                 negative_owners: Optional[torch.Tensor] = None) -> ContrastiveTerm:
+        """The InfoNCE term of every view over ``selection`` (and each view's dataset negatives);
+        Matryoshka's smaller sizes reuse the full size's selection with truncated negatives."""
 
         def term(q: torch.Tensor, t: torch.Tensor, view: Optional[int]) -> torch.Tensor:
             own = None
             if negatives is not None:
                 embeddings = negatives.aggregate if view is None else negatives.paths[:, view]
-                own = DatasetNegatives(embeddings, negative_owners)
+                own = DatasetNegatives(embeddings[..., : q.shape[-1]], negative_owners)
             return hard_negative_info_nce(q, t, selection, self.temperature, self.gather, own)
 
-        count = 0 if negatives is None else int(negatives.paths.shape[0])
-        return HardNegativeStep(selection, term, count)
+        return term
