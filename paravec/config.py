@@ -64,6 +64,7 @@ from paravec.core.schema import (
     validate,
 )
 from paravec.data.mmeb_train import MMEBTrainSource
+from paravec.items import PROMPT_FORMAT_0_1
 from paravec.losses import MatryoshkaSettings, PDFLossConfig
 from paravec.pdf.mim import MIMConfig
 from paravec.pdf.model import PDFConfig
@@ -123,6 +124,8 @@ class DataConfig(Section):
       batch from one subset (harder in-batch negatives, as in VLM2Vec's later recipes).
     - ``on_bad_sample``: ``error`` stops at the first unreadable row or image, naming it;
       ``skip`` drops it and counts it (the count is logged as ``count/bad_samples``).
+    - ``images_outside_root``: allow image paths (absolute ones, or symlinks) that resolve
+      outside ``image_root`` (refused by default, see :mod:`paravec.data.images`).
     """
 
     train_dir: str = option(rule=NON_EMPTY)
@@ -133,6 +136,7 @@ class DataConfig(Section):
     batching: Literal["mixed", "per_subset"] = "mixed"
     on_bad_sample: Literal["error", "skip"] = "error"
     num_workers: int = option(0, NON_NEGATIVE)
+    images_outside_root: bool = False
 
     def source(self) -> MMEBTrainSource:
         """Where the reader finds the data and which part of it to read."""
@@ -245,10 +249,28 @@ def load_config(path: str | os.PathLike[str], overrides: Sequence[str] = ()) -> 
     Raises :class:`ConfigError` listing every problem found.
     """
     path = Path(path)
-    raw = read_yaml_tree(path)
+    raw = _upgraded(read_yaml_tree(path), path)
     overridden_keys = [key for text in overrides for key in apply_override(raw, text)]
     source = str(path) + (" with --set " + " ".join(overrides) if overrides else "")
     return _validated(raw, source, overridden_keys)
+
+
+#: The first line of every resolved ``config.yaml``; the one paravec 0.1 wrote, and ours.
+RESOLVED_HEADER_0_1 = "# Resolved configuration of this run: every key, defaults included."
+RESOLVED_HEADER = "# Resolved configuration of this run (paravec config format 2): every key, defaults included."
+
+
+def _upgraded(raw: dict[str, Any], path: Path) -> dict[str, Any]:
+    """A resolved config written by paravec 0.1, in today's terms: it predates prompt formats, and
+    its model was trained with 0.1's (so resuming the run keeps feeding it the same text)."""
+    try:
+        first_line = path.read_text(encoding="utf-8").split("\n", 1)[0]
+    except OSError:
+        return raw
+    model = raw.get("model")
+    if first_line == RESOLVED_HEADER_0_1 and isinstance(model, dict) and "prompt_format" not in model:
+        model["prompt_format"] = PROMPT_FORMAT_0_1
+    return raw
 
 
 def config_from_dict(data: Mapping[str, Any], source: str = "<dict>") -> RunConfig:
@@ -269,7 +291,7 @@ def save_config(cfg: RunConfig, run_dir: str | os.PathLike[str]) -> Path:
     """Write the resolved configuration to ``<run_dir>/config.yaml`` (atomically) and return
     its path. ``load_config`` of that file gives back an equal config."""
     target = RunLayout(run_dir).config_file
-    write_text_atomic(target, "# Resolved configuration of this run: every key, defaults included.\n" + dump_yaml(cfg.to_dict()))
+    write_text_atomic(target, RESOLVED_HEADER + "\n" + dump_yaml(cfg.to_dict()))
     return target
 
 

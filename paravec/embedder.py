@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 
 from paravec.backbones import BackboneOptions
 from paravec.backbones.lora import base_state_dict, has_lora, load_lora, merge_lora, save_lora
-from paravec.core.atomic import atomic_write_dir
+from paravec.core.atomic import MARKER_NAME, atomic_write_dir, find_problem
 from paravec.items import PROMPT_FORMAT_0_1, Item
 from paravec.pdf.model import PDFConfig, PDFEmbeddingModel
 from paravec.presets import PRESETS, is_preset, load_backbone
@@ -303,6 +303,10 @@ def _resolve(source: str, folder_format: str | None) -> _Source:
     if not path.exists() and (path.is_absolute() or source.startswith((".", "~"))):
         raise ValueError(f"{source}: no such model folder (and not a preset: {', '.join(sorted(PRESETS))})")
     if (path / SPEC_FILE).is_file() and folder_format != "vlm2vec":
+        if (path / MARKER_NAME).is_file():  # written atomically: every file as it was written?
+            problem = find_problem(path, verify=True)
+            if problem is not None:
+                raise ValueError(f"{path}: {problem}")
         spec = EmbedderSpec.from_file(path / SPEC_FILE)
         return _Source(spec, path, path / LORA_DIR if spec.lora is not None else None)
     if folder_format == "paravec":

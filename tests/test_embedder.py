@@ -77,6 +77,21 @@ def test_bad_folders_are_named(tmp_path):
         paravec.load(tmp_path / "broken")
 
 
+@pytest.mark.parametrize("damage", ["truncated", "same size"])
+def test_a_damaged_weights_file_is_named_instead_of_loading_wrong_weights(tmp_path, damage):
+    paravec.load("tiny-qwen2-vl").save(tmp_path / "model", with_backbone=True)
+    weights = sorted((tmp_path / "model").rglob("*.safetensors"), key=lambda p: p.stat().st_size)[-1]
+    data = bytearray(weights.read_bytes())
+    if damage == "truncated":  # a copy that stopped early
+        del data[len(data) // 2:]
+    else:  # bytes changed in place: the file still parses, only its digest tells
+        data[-64:] = bytes(255 - b for b in data[-64:])
+    weights.write_bytes(bytes(data))
+    relative = weights.relative_to(tmp_path / "model").as_posix()
+    with pytest.raises(ValueError, match=f"{relative}"):
+        paravec.load(tmp_path / "model")
+
+
 def test_encode_keeps_order_across_batches_and_normalises():
     embedder = paravec.load("tiny-qwen2-vl")
     items = _items() * 3

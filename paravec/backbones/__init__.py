@@ -5,7 +5,14 @@ Named presets (tiny models built offline) are in :mod:`paravec.presets`.
 """
 
 from paravec.backbones import idefics3, llava_next, qwen2_vl  # noqa: F401  (registration)
-from paravec.backbones.base import BackboneAdapter, KVGeometry, adapter_for, register_adapter, supported_model_types
+from paravec.backbones.base import (
+    BackboneAdapter,
+    KVGeometry,
+    adapter_for,
+    known_markup,
+    register_adapter,
+    supported_model_types,
+)
 from paravec.backbones.loading import load_pretrained
 from paravec.backbones.settings import BackboneOptions, LoraSettings, ModelConfig
 
@@ -16,6 +23,7 @@ __all__ = [
     "LoraSettings",
     "ModelConfig",
     "adapter_for",
+    "known_markup",
     "load_pretrained",
     "register_adapter",
     "supported_model_types",

@@ -14,6 +14,7 @@ serve; :func:`adapter_for` picks one by a config's ``model_type``, never by a na
 
 from __future__ import annotations
 
+import functools
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, ClassVar, Mapping, Sequence, Union
@@ -50,6 +51,11 @@ def supported_model_types() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def known_markup() -> tuple[str, ...]:
+    """Every supported family's markup: what no training text should hold, whatever the backbone."""
+    return tuple(sorted({token for adapter in _REGISTRY.values() for token in adapter.markup}))
+
+
 Batch = dict[str, torch.Tensor]
 
 
@@ -83,6 +89,9 @@ class BackboneAdapter(ABC):
     #: The squares VLM2Vec resizes every image to before this family's processor, for
     #: ``image_resolution: high`` and ``low`` (see :mod:`paravec.backbones.resolution`).
     square_sides: ClassVar[Mapping[str, int]] = {}
+    #: The family's own markup, which user text must not hold (the tokenizer's special tokens are
+    #: added to it per checkpoint, see :meth:`reserved_strings`).
+    markup: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, model: PreTrainedModel, processor: Any) -> None:
         self.model = model
@@ -205,6 +214,26 @@ class BackboneAdapter(ABC):
         return self.processor.tokenizer
 
     # ------------------------------------------------------------------ inputs
+    def reserved_strings(self) -> tuple[str, ...]:
+        """Text a user item must not contain: the family's markup and the tokenizer's special
+        tokens. In a prompt they would be read as image tokens or turn delimiters."""
+        return self._reserved_strings
+
+    @functools.cached_property
+    def _reserved_strings(self) -> tuple[str, ...]:  # every item is checked: build the list once
+        special = {token.content for token in self.tokenizer.added_tokens_decoder.values() if token.special}
+        special |= set(self.tokenizer.all_special_tokens) | set(self.markup)
+        return tuple(sorted(token for token in special if token))
+
+    def check_user_text(self, text: str | None, field: str = "text") -> None:
+        """Refuse ``text`` holding a reserved string, naming it (images are written ``<|image_1|>``)."""
+        if not text:
+            return
+        for token in self.reserved_strings():
+            if token in text:
+                raise ValueError(f"{field} holds the backbone's special token {token!r}; remove it "
+                                 "(an image goes where the text says <|image_1|>)")
+
     def chat_prompt(self, prompt: str) -> str:
         """``prompt`` as one user turn of this family's chat, ending where the reply begins."""
         return self.chat_format.replace("{prompt}", prompt)

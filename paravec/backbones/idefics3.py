@@ -25,6 +25,7 @@ class Idefics3Adapter(BackboneAdapter):
     image_input_keys = ("pixel_values", "pixel_attention_mask")
     #: SmolVLM's template (Idefics3-8B has no ``<|im_start|>``; the rest is the same).
     chat_format = "<|im_start|>User: {prompt}<end_of_utterance>\nAssistant:"
+    markup = ("<image>", "<fake_token_around_image>", "<global-img>", "<end_of_utterance>")
 
     def __init__(self, model, processor) -> None:
         super().__init__(model, processor)

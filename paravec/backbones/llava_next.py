@@ -31,6 +31,7 @@ class LlavaNextAdapter(BackboneAdapter):
     #: LLaVA-1.6-Mistral, the checkpoint VLM2Vec and UniME train (the Vicuna variants use USER/ASSISTANT).
     chat_format = "[INST] {prompt} [/INST]"
     square_sides = {"high": 1344, "low": 336}
+    markup = ("<image>", "<s>", "</s>")
 
     def __init__(self, model, processor) -> None:
         super().__init__(model, processor)

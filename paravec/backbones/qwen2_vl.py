@@ -63,6 +63,8 @@ class Qwen2VLAdapter(BackboneAdapter):
     image_input_keys = ("pixel_values", "image_grid_thw")
     chat_format = "<|im_start|>user\n{prompt}<|im_end|>\n<|im_start|>assistant\n"
     square_sides = QWEN_SQUARES
+    markup = ("<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>", "<|im_start|>", "<|im_end|>",
+              "<|endoftext|>")
 
     @classmethod
     def load_processor(cls, path: str) -> Any:

@@ -45,6 +45,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     check.add_argument("--max-rows-per-subset", type=int, default=None,
                        help="check only the first N rows of each subset (default: all)")
     check.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1), help="image decoding processes")
+    check.add_argument("--backbone", default=None,
+                       help="check text against this backbone's special tokens (a preset, folder or hub id); "
+                            "default: the markup of every supported family")
     check.set_defaults(func=run_check)
 
 
@@ -64,13 +67,27 @@ def run_mini(args: argparse.Namespace) -> int:
     return 0
 
 
+def _reserved_strings(backbone: str | None) -> tuple[str, ...]:
+    """Special tokens the training text must not hold: the named backbone's, or every family's."""
+    from paravec.backbones import known_markup
+
+    if backbone is None:
+        return known_markup()
+    from paravec.presets import load_backbone
+
+    try:
+        return load_backbone(backbone).reserved_strings()
+    except (OSError, ValueError) as error:
+        raise CommandError(f"--backbone {backbone}: {error}") from None
+
+
 def run_check(args: argparse.Namespace) -> int:
     from torch.utils.data import DataLoader
 
     source = MMEBTrainSource(args.folder, args.image_root, subsets=args.subsets, split=args.split,
                              max_rows_per_subset=args.max_rows_per_subset)
     try:
-        dataset = MMEBTrainDataset(source, on_bad_sample="skip")
+        dataset = MMEBTrainDataset(source, on_bad_sample="skip", reserved=_reserved_strings(args.backbone))
         loader = DataLoader(dataset, batch_size=64, num_workers=max(0, args.workers),
                             collate_fn=collate_train_pairs)
         tally = SkipTally()

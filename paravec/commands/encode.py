@@ -50,6 +50,8 @@ def register(subparsers) -> None:
     parser.add_argument("--model", required=True, help="a preset name (e.g. tiny-qwen2-vl) or a model folder")
     parser.add_argument("--input", required=True, type=Path, help="JSONL: one {text, image, instruction, id} object per line (id optional, ignored here)")
     parser.add_argument("--image-root", type=Path, default=None, help="folder that image paths are relative to")
+    parser.add_argument("--allow-images-outside-root", action="store_true",
+                        help="with --image-root, also read images that resolve outside it (absolute paths, symlinks)")
     parser.add_argument("--out", required=True, type=Path,
                         help="output .npy file: [n, d] (binary/ubinary: [n, ceil(d/8)], 8 dimensions per byte); "
                              "int8/uint8 also write their calibration ranges beside it, emb.npy -> emb.calibration.npz")
@@ -75,33 +77,48 @@ def read_records(path: Path) -> list[ItemRecord]:
     if not path.is_file():
         raise CommandError(f"{path}: no such file")
     records = []
-    with path.open(encoding="utf-8") as handle:
-        for number, raw in enumerate(handle, start=1):
-            if not raw.strip():
-                continue
-            try:
-                row = json.loads(raw)
-            except json.JSONDecodeError as error:
-                raise CommandError(f"{path}, line {number}: malformed JSON ({error.msg})") from None
-            if not isinstance(row, dict):
-                raise CommandError(f"{path}, line {number}: expected a JSON object, got {type(row).__name__}")
-            unknown = set(row) - ALLOWED_FIELDS
-            if unknown:
-                raise CommandError(f"{path}, line {number}: unknown field(s) {sorted(unknown)}; allowed: {sorted(ALLOWED_FIELDS)}")
-            for key in ALLOWED_FIELDS:
-                if row.get(key) is not None and not isinstance(row[key], str):
-                    raise CommandError(f"{path}, line {number}: field {key!r} must be a string")
-            if "id" in row and not isinstance(row["id"], str):
-                raise CommandError(f"{path}, line {number}: field 'id' must be a string")
-            if not row.get("text") and not row.get("image"):
-                raise CommandError(f"{path}, line {number}: an item needs 'text', 'image' or both")
-            records.append(ItemRecord(number, row.get("text") or None, row.get("image") or None, row.get("instruction") or None))
+    try:
+        lines = path.read_bytes().decode("utf-8").split("\n")
+    except UnicodeDecodeError as error:
+        line = path.read_bytes()[: error.start].count(b"\n") + 1
+        raise CommandError(f"{path}, line {line}: not UTF-8 text ({error.reason} at byte {error.start})") from None
+    for number, raw in enumerate(lines, start=1):
+        if not raw.strip():
+            continue
+        try:
+            row = json.loads(raw)
+        except json.JSONDecodeError as error:
+            raise CommandError(f"{path}, line {number}: malformed JSON ({error.msg})") from None
+        if not isinstance(row, dict):
+            raise CommandError(f"{path}, line {number}: expected a JSON object, got {type(row).__name__}")
+        unknown = set(row) - ALLOWED_FIELDS
+        if unknown:
+            raise CommandError(f"{path}, line {number}: unknown field(s) {sorted(unknown)}; allowed: {sorted(ALLOWED_FIELDS)}")
+        for key in ALLOWED_FIELDS:
+            if row.get(key) is not None and not isinstance(row[key], str):
+                raise CommandError(f"{path}, line {number}: field {key!r} must be a string")
+        if "id" in row and not isinstance(row["id"], str):
+            raise CommandError(f"{path}, line {number}: field 'id' must be a string")
+        if not row.get("text") and not row.get("image"):
+            raise CommandError(f"{path}, line {number}: an item needs 'text', 'image' or both")
+        records.append(ItemRecord(number, row.get("text") or None, row.get("image") or None, row.get("instruction") or None))
     if not records:
         raise CommandError(f"{path}: no items")
     return records
 
 
-def to_items(records: list[ItemRecord], input_path: Path, image_root: Path | None):
+def check_texts(records: list[ItemRecord], input_path: Path, adapter) -> None:
+    """Refuse, before any encoding, text holding the backbone's special tokens, naming the line."""
+    for record in records:
+        try:
+            adapter.check_user_text(record.text, "text")
+            adapter.check_user_text(record.instruction, "instruction")
+        except ValueError as error:
+            raise CommandError(f"{input_path}, line {record.line}: {error}") from None
+
+
+def to_items(records: list[ItemRecord], input_path: Path, image_root: Path | None, *,
+             allow_outside_root: bool = False):
     from paravec.core.errors import BadSampleError
     from paravec.data.images import load_image
     from paravec.items import Item
@@ -111,7 +128,7 @@ def to_items(records: list[ItemRecord], input_path: Path, image_root: Path | Non
         image = None
         if record.image is not None:
             try:
-                image = load_image(image_root, record.image)
+                image = load_image(image_root, record.image, allow_outside_root=allow_outside_root)
             except BadSampleError as error:
                 raise CommandError(f"{input_path}, line {record.line}: {error}") from None
         items.append(Item(text=record.text, image=image, instruction=record.instruction))
@@ -130,6 +147,7 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, OSError) as error:
         raise CommandError(str(error)) from None
     apply_threads(args.threads, embedder.model.dim)
+    check_texts(records, args.input, embedder.model.adapter)
     if calibration is not None and calibration.dim != embedder.dim:
         raise CommandError(f"{args.calibration}: ranges for {calibration.dim} dimensions, the model gives {embedder.dim}")
     chunks = []
@@ -138,7 +156,8 @@ def run(args: argparse.Namespace) -> int:
 
     with tqdm(total=len(records), desc="encode", unit="item", disable=not show) as progress:
         for start in range(0, len(records), args.batch_size):
-            batch = to_items(records[start : start + args.batch_size], args.input, args.image_root)
+            batch = to_items(records[start : start + args.batch_size], args.input, args.image_root,
+                             allow_outside_root=args.allow_images_outside_root)
             try:
                 chunks.append(embedder.encode(batch, batch_size=args.batch_size, normalize=not args.no_normalize))
             except ValueError as error:

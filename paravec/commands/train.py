@@ -66,14 +66,19 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError(str(error)) from None
     from paravec.core.errors import BadSampleError, DatasetFormatError
     from paravec.train.loop import Trainer, TrainingStopped
+    from paravec.train.resume import ResumeRefused
 
     trainer = None
     try:
         trainer = Trainer(cfg)
         apply_threads(args.threads, trainer.model.dim)
         trainer.run(resume=args.resume)
-    except (ConfigError, DatasetFormatError, BadSampleError, FileExistsError, FileNotFoundError, TrainingStopped) as error:
+    except (ConfigError, DatasetFormatError, BadSampleError, ResumeRefused, FileExistsError, FileNotFoundError,
+            TrainingStopped) as error:
         raise CommandError(str(error)) from None
+    except OSError as error:  # e.g. a full disk while writing a checkpoint (written atomically: none is half there)
+        raise CommandError(f"{error}; the complete checkpoints under {cfg.output_dir} are intact: fix this and "
+                           "continue with --resume") from None
     finally:
         if trainer is not None:
             trainer.accelerator.end_training()  # closes the process group: a live gloo group can abort at exit

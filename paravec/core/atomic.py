@@ -20,15 +20,18 @@ Folders (:func:`atomic_write_dir`):
    fsyncs the parent and deletes the trash; barrier.
 
 A folder counts as complete only if its marker parses and every file it lists exists with the
-listed size (:func:`find_problem`). Sizes, not hashes: hashing every file of a multi-gigabyte
-optimizer state at every save costs minutes, while the rename already guarantees that a
-published folder was fully written; the size check catches folders damaged afterwards (a
-partial copy, a full disk during a manual move).
+listed size (:func:`find_problem`); the rename already guarantees that a published folder was
+fully written, and the sizes catch a partial copy or a truncated file. The marker also records a
+BLAKE2b digest of every weight file (``.safetensors``, ``.bin``, ``.pt``, ``.npy``) and
+``find_problem(folder, verify=True)`` checks them, which catches damage that keeps the size (a
+disk or a copy that flipped bytes). Digests run at about a gigabyte per second; markers written
+before they existed (paravec 0.1) are checked by size alone.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import re
@@ -46,6 +49,16 @@ TRASH_PREFIX = ".trash-"
 STEP_FOLDER = re.compile(r"^step-(\d+)$")
 
 WriteFn = Callable[[Path], None]
+#: Files whose content the marker vouches for with a digest (weights, optimiser and random states).
+DIGESTED_SUFFIXES = (".safetensors", ".bin", ".pt", ".npy")
+
+
+def file_digest(path: Path) -> str:
+    digest = hashlib.blake2b(digest_size=20)
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _no_barrier() -> None:
@@ -144,15 +157,20 @@ def _publish(temporary: Path, final_dir: Path, step: int | None, metadata: dict[
     if (temporary / MARKER_NAME).exists():
         raise ValueError(f"write_fn wrote {MARKER_NAME}, a name reserved for the completion marker")
     files: dict[str, int] = {}
+    digests: dict[str, str] = {}
     for path in sorted(temporary.rglob("*")):
         if path.is_file():
             _fsync_file(path)
-            files[path.relative_to(temporary).as_posix()] = path.stat().st_size
+            name = path.relative_to(temporary).as_posix()
+            files[name] = path.stat().st_size
+            if path.suffix in DIGESTED_SUFFIXES:
+                digests[name] = file_digest(path)
     marker = {
         "format_version": MARKER_FORMAT_VERSION,
         "step": step,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "files": files,
+        "blake2b": digests,
         "metadata": metadata,
     }
     with open(temporary / MARKER_NAME, "w", encoding="utf-8") as handle:
@@ -191,10 +209,11 @@ def _fsync_dir(path: Path) -> None:
         os.close(descriptor)
 
 
-def find_problem(folder: str | os.PathLike[str]) -> str | None:
+def find_problem(folder: str | os.PathLike[str], *, verify: bool = False) -> str | None:
     """Why ``folder`` is not a complete atomic folder, or None if it is.
 
-    A ``step-<N>`` folder must also carry a marker naming step N."""
+    A ``step-<N>`` folder must also carry a marker naming step N. ``verify`` also checks the
+    recorded digests (reading every weight file once)."""
     folder = Path(folder)
     marker_path = folder / MARKER_NAME
     if not marker_path.is_file():
@@ -211,6 +230,11 @@ def find_problem(folder: str | os.PathLike[str]) -> str | None:
             return f"{name} is missing"
         if path.stat().st_size != size:
             return f"{name} has {path.stat().st_size} bytes, the marker says {size}"
+    if verify:
+        digests = marker.get("blake2b") or {}
+        for name, digest in digests.items():
+            if file_digest(folder / name) != digest:
+                return f"{folder / name} is damaged: its content does not match the digest recorded when it was written"
     match = STEP_FOLDER.match(folder.name)
     if match and marker.get("step") != int(match.group(1)):
         return f"the marker names step {marker.get('step')}, the folder step {match.group(1)}"

@@ -4,9 +4,12 @@ Training, evaluation and encoding all read images through :func:`load_image`, so
 an undecodable file and an oversized file are reported the same way everywhere.
 
 Path policy. Dataset files (MMEB-train, MMEB-eval, the mini benchmark) store image paths relative
-to an image root, and a relative path must stay inside that root: ``../x.png`` is refused, since a
-path that climbs out of the root almost always means the root is wrong. Absolute paths are used
-as they are, because user-made training sets legitimately point at images elsewhere on disk.
+to an image root, and every image must stay inside that root, symlinks resolved: ``../x.png``, an
+absolute path elsewhere, or a link inside the root that points out of it are refused, since a
+path that leaves the root almost always means the root is wrong, and a data file must not make
+a tool read whatever file it names. ``allow_outside_root`` (``data.images_outside_root``,
+``paravec encode --allow-images-outside-root``) lifts the rule for datasets that legitimately point
+elsewhere on disk. Without an image root, absolute paths are taken as they are.
 """
 
 from __future__ import annotations
@@ -26,19 +29,27 @@ PathLike = Union[str, os.PathLike]
 DEFAULT_MAX_IMAGE_PIXELS = 8192 * 8192
 
 
-def resolve_image_path(root: Optional[PathLike], image_path: str) -> Path:
-    """Where ``image_path`` points: absolute paths as they are, relative ones under ``root``."""
+def resolve_image_path(root: Optional[PathLike], image_path: str, *, allow_outside_root: bool = False) -> Path:
+    """Where ``image_path`` points (relative paths under ``root``), checked against the policy above."""
     if not image_path:
         raise BadSampleError("empty image path")
     path = Path(image_path)
-    if path.is_absolute():
-        return path
-    if root is None:
-        raise BadSampleError("relative image path but no image root given", image_path=image_path)
-    normalised = os.path.normpath(image_path)
-    if normalised == ".." or normalised.startswith(".." + os.sep):
-        raise BadSampleError("relative image path leaves the image root", image_path=image_path)
-    return Path(root) / normalised
+    if not path.is_absolute():
+        if root is None:
+            raise BadSampleError("relative image path but no image root given", image_path=image_path)
+        normalised = os.path.normpath(image_path)
+        if normalised == ".." or normalised.startswith(".." + os.sep):
+            raise BadSampleError("relative image path leaves the image root", image_path=image_path)
+        path = Path(root) / normalised
+    if root is not None and not allow_outside_root:
+        real_root, real_path = os.path.realpath(root), os.path.realpath(path)
+        if os.path.commonpath([real_root, real_path]) != real_root:
+            raise BadSampleError(
+                f"image path resolves to {real_path}, outside the image root {real_root} (a symlink or an absolute "
+                "path; allow it with data.images_outside_root: true or --allow-images-outside-root)",
+                image_path=image_path,
+            )
+    return path
 
 
 def load_image(
@@ -46,6 +57,7 @@ def load_image(
     image_path: str,
     *,
     max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+    allow_outside_root: bool = False,
 ) -> Image.Image:
     """Open ``image_path`` (relative to ``root`` unless absolute) and return it decoded as RGB.
 
@@ -53,7 +65,7 @@ def load_image(
     ``max_pixels`` pixels (checked from the header, before decoding). Pillow's own
     decompression-bomb limit (``Image.MAX_IMAGE_PIXELS``) still applies on top of ``max_pixels``.
     """
-    full_path = resolve_image_path(root, image_path)
+    full_path = resolve_image_path(root, image_path, allow_outside_root=allow_outside_root)
     if not full_path.is_file():
         raise BadSampleError(f"image file not found: {full_path}", image_path=image_path)
     oversized: Optional[tuple[int, int]] = None

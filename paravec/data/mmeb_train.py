@@ -122,7 +122,10 @@ def _check_column_types(path: Path, schema: pa.Schema, columns: Sequence[str]) -
 
 def _read_first_rows(path: Path, limit: Optional[int]) -> pa.Table:
     """The first ``limit`` rows (all if None) of the MMEB columns of one file, nulls as ""."""
-    parquet = pq.ParquetFile(path)
+    try:
+        parquet = pq.ParquetFile(path)
+    except (pa.ArrowException, OSError) as error:  # empty, truncated or not parquet at all
+        raise DatasetFormatError(f"{path}: not a readable parquet file ({error})") from None
     names = set(parquet.schema_arrow.names)
     missing = [name for name in REQUIRED_COLUMNS if name not in names]
     if missing:
@@ -150,8 +153,12 @@ def _read_first_rows(path: Path, limit: Optional[int]) -> pa.Table:
     return pa.table(arrays)
 
 
-def _invalid_row_reasons(table: pa.Table) -> list[tuple[np.ndarray, str]]:
-    """Vectorised checks of which rows cannot form a valid pair, each with its reason."""
+def _invalid_row_reasons(table: pa.Table, reserved: Sequence[str] = ()) -> list[tuple[np.ndarray, str]]:
+    """Vectorised checks of which rows cannot form a valid pair, each with its reason.
+
+    ``reserved``: the backbone's own markup (special tokens such as ``<|image_pad|>``), which
+    user text must not hold: it would desynchronise the image tokens from the image features, or
+    end the prompt early. Images are written with MMEB's ``<|image_1|>`` placeholder."""
 
     def empty(name: str) -> np.ndarray:
         return (pc.utf8_length(table.column(name)).to_numpy() == 0)
@@ -166,6 +173,11 @@ def _invalid_row_reasons(table: pa.Table) -> list[tuple[np.ndarray, str]]:
                               ("neg_text", "neg_image_path", "negative")):
         checks.append((has_placeholder(text) & empty(image),
                        f"{role} text has {MMEB_IMAGE_PLACEHOLDER} but {image} is empty"))
+    for token in reserved:
+        for text, role in (("qry", "query"), ("pos_text", "positive"), ("neg_text", "negative")):
+            found = pc.match_substring(table.column(text), token).to_numpy(zero_copy_only=False)
+            checks.append((found, f"{role} text ({text}) holds the backbone's special token {token!r} "
+                                  f"(write images as {MMEB_IMAGE_PLACEHOLDER})"))
     return checks
 
 
@@ -225,7 +237,8 @@ class _Subset:
         return self.table.column(column)[position].as_py()
 
 
-def _load_subset(name: str, files: tuple[Path, ...], limit: Optional[int], policy: str) -> _Subset:
+def _load_subset(name: str, files: tuple[Path, ...], limit: Optional[int], policy: str,
+                 reserved: Sequence[str] = ()) -> _Subset:
     pieces, starts, total = [], [], 0
     for path in files:
         remaining = None if limit is None else limit - total
@@ -240,7 +253,7 @@ def _load_subset(name: str, files: tuple[Path, ...], limit: Optional[int], polic
     subset = _Subset(name, table, np.arange(total), files, np.asarray(starts, dtype=np.int64))
     bad = np.zeros(total, dtype=bool)
     reasons: dict[int, str] = {}
-    for mask, reason in _invalid_row_reasons(table):
+    for mask, reason in _invalid_row_reasons(table, reserved):
         for subset_row in np.flatnonzero(mask & ~bad):
             reasons[int(subset_row)] = reason
         bad |= mask
@@ -272,6 +285,8 @@ class MMEBTrainDataset(Dataset):
         on_bad_sample: BadSamplePolicy = "error",
         max_consecutive_bad: int = 32,
         max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+        reserved: Sequence[str] = (),
+        allow_images_outside_root: bool = False,
     ) -> None:
         if on_bad_sample not in BAD_SAMPLE_POLICIES:
             raise ValueError(f"on_bad_sample must be one of {BAD_SAMPLE_POLICIES}, got {on_bad_sample!r}")
@@ -280,8 +295,9 @@ class MMEBTrainDataset(Dataset):
         # Many bad samples in a row mean a wrong image root, not a few broken files: stop.
         self.max_consecutive_bad = max_consecutive_bad
         self.max_image_pixels = max_image_pixels
+        self.allow_images_outside_root = allow_images_outside_root
         self._subsets = [
-            _load_subset(name, files, source.max_rows_per_subset, on_bad_sample)
+            _load_subset(name, files, source.max_rows_per_subset, on_bad_sample, reserved)
             for name, files in source.subset_files().items()
         ]
         self._offsets = np.cumsum([0] + self.subset_sizes)
@@ -339,7 +355,8 @@ class MMEBTrainDataset(Dataset):
             return None
         image = None
         if image_path:
-            image = load_image(self.source.image_root, image_path, max_pixels=self.max_image_pixels)
+            image = load_image(self.source.image_root, image_path, max_pixels=self.max_image_pixels,
+                               allow_outside_root=self.allow_images_outside_root)
         return Item(text=text or None, image=image)
 
     def _pair(self, subset: _Subset, position: int) -> TrainPair:

@@ -211,14 +211,14 @@ def _describe_origin(ref: ItemRef) -> str:
     return f"{file}: row {row}: {field}"
 
 
-def image_loader(image_root: Optional[Path]) -> ImageLoader:
+def image_loader(image_root: Optional[Path], *, allow_outside_root: bool = False) -> ImageLoader:
     """Load a ref's image from ``image_root``; a bad image names the data file and row."""
 
     def load(ref: ItemRef) -> Optional[Image.Image]:
         if not ref.image_path:
             return None
         try:
-            return load_image(image_root, ref.image_path)
+            return load_image(image_root, ref.image_path, allow_outside_root=allow_outside_root)
         except BadSampleError as error:
             file, row = ref.origin[:2] if len(ref.origin) == 3 else (None, None)
             raise error.located(file=file, row=row) from error

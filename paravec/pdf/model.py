@@ -221,6 +221,9 @@ class PDFEmbeddingModel(nn.Module):
         """The text each item becomes, special tokens included, before the processor expands the
         image token (truncation and the prompt format applied)."""
         adapter = self.adapter
+        for item in items:
+            adapter.check_user_text(item.text, "text")
+            adapter.check_user_text(item.instruction, "instruction")
         return [adapter.prompt_format.render(self._truncated(item), adapter.prompt_image_token) for item in items]
 
     def describe_inputs(self, items: Sequence[Item]) -> list[dict]:

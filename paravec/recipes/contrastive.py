@@ -132,8 +132,10 @@ class ContrastiveRecipe(Recipe):
                                                        f"{batch - 1} in-batch negatives per query"))
         return found
 
-    def training_data(self, cfg: "RunConfig") -> TrainingData:
-        return TrainingData(MMEBTrainDataset(cfg.data.source(), on_bad_sample=cfg.data.on_bad_sample), collate_train_pairs)
+    def training_data(self, cfg: "RunConfig", reserved=()) -> TrainingData:
+        dataset = MMEBTrainDataset(cfg.data.source(), on_bad_sample=cfg.data.on_bad_sample, reserved=reserved,
+                                   allow_images_outside_root=cfg.data.images_outside_root)
+        return TrainingData(dataset, collate_train_pairs)
 
     def objective(self, model, mim, cfg, *, gather: bool = True) -> ContrastiveObjective:
         return ContrastiveObjective(model, mim, cfg, gather=gather)

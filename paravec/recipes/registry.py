@@ -90,8 +90,9 @@ class Recipe(ABC):
         return cfg.method.use_prefix
 
     @abstractmethod
-    def training_data(self, cfg: "RunConfig") -> TrainingData:
-        """What a step's batch is made of."""
+    def training_data(self, cfg: "RunConfig", reserved: Sequence[str] = ()) -> TrainingData:
+        """What a step's batch is made of. ``reserved``: the backbone's special tokens, which the
+        data must not hold (rows that do are bad samples, by ``data.on_bad_sample``)."""
 
     @abstractmethod
     def objective(

@@ -74,7 +74,7 @@ class UniMEStage1(Recipe):
             found.append(("loss.hard_negatives.enabled", "unime-stage1 distils text pairs, it has no negatives; use false"))
         return found
 
-    def training_data(self, cfg) -> TrainingData:
+    def training_data(self, cfg, reserved=()) -> TrainingData:
         return TrainingData(DistillDataset(cfg.data.source(), cfg.loss.distill.teacher_dir), collate_distill_pairs)
 
     def objective(self, model, mim, cfg, *, gather: bool = True) -> DistillObjective:

@@ -116,7 +116,11 @@ class CheckpointManager:
             return []
         doomed = [checkpoint.path for checkpoint in self.checkpoints()[: -self.keep_last]]
         for path in doomed:
-            shutil.rmtree(path)
+            # Renamed first: a kill during the deletion leaves a .trash- folder, which the next save
+            # removes, never a half-deleted step-<N> folder that looks like a checkpoint.
+            trash = path.with_name(f"{TRASH_PREFIX}{path.name}")
+            os.rename(path, trash)
+            shutil.rmtree(trash)
         return doomed
 
     def _remove_leftovers(self) -> None:

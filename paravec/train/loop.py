@@ -18,15 +18,21 @@ queries, targets, and e.g. UniME's dataset negatives -- how to tokenise them, th
 loop runs any plan the same way. The loop logs the loss terms as the objective names them
 (:mod:`paravec.core.history_keys`).
 
-A non-finite loss skips steps 3-5 (the weights are not touched) and is counted; after
-``train.max_nonfinite_steps`` in a row the run stops, its last checkpoint intact. Checkpoints
+A non-finite loss skips steps 3-5 (the weights are not touched, and the estimator's stage-1 update
+of that step is undone) and is counted; no checkpoint is written while non-finite steps run in a
+row, so the newest checkpoint is always from a finite state; after ``train.max_nonfinite_steps``
+in a row the run stops, its last checkpoint intact, and a resume (with, say, a lower learning
+rate: see :mod:`paravec.train.resume`) starts a fresh count. Checkpoints
 hold the trainable weights, both optimisers, the schedule, every process's random state and
 the data position, so a resumed run continues exactly where the saved one was.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
+import pickle
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,12 +40,13 @@ from typing import Any
 import torch
 from accelerate import Accelerator
 from accelerate.utils import DistributedDataParallelKwargs, set_seed
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader
 
-from paravec.config import RunConfig, check_paths_exist, config_differences, load_config, per_device_batch_size, save_config
+from paravec.config import RunConfig, check_paths_exist, load_config, per_device_batch_size, save_config
 from paravec.core import history_keys as keys
-from paravec.core.atomic import atomic_write_dir, write_json_atomic
+from paravec.core.atomic import atomic_write_dir, find_problem, write_json_atomic
 from paravec.core.layout import RUN_SUMMARY_FILE, RunLayout
 from paravec.data.mmeb_train import SkipTally
 from paravec.data.sampler import GlobalBatchSampler
@@ -51,6 +58,7 @@ from paravec.recipes import StepPlan
 from paravec.train.checkpoint import CheckpointManager, capture_rng_state, restore_rng_state
 from paravec.train.monitor import Monitor
 from paravec.train.plots import plot_run
+from paravec.train.resume import resume_changes
 from paravec.train.setup import (
     TrainingParts,
     build_optimizer,
@@ -108,12 +116,13 @@ class Trainer:
         if model.aggregator is not None:
             broadcast_parameters(model.aggregator)
         optimizer = build_optimizer(parameter_groups(model, cfg), cfg)
+        self._unwrapped_optimizer = optimizer
         self.optimizer = self.accelerator.prepare(optimizer)
         # Not prepared: accelerate would step a prepared schedule once per process per step.
         self.scheduler = build_scheduler(optimizer, cfg)
         self.recipe = cfg.recipe
         self.objective = self.recipe.objective(model, self.mim, cfg)
-        data = self.recipe.training_data(cfg)
+        data = self.recipe.training_data(cfg, reserved=model.adapter.reserved_strings())
         self.dataset, self.collate_fn = data.dataset, data.collate_fn
         self.sampler = GlobalBatchSampler(
             self.dataset.subset_sizes, cfg.train.batch_size, mode=cfg.data.batching, seed=cfg.seed,
@@ -133,7 +142,10 @@ class Trainer:
     def run(self, resume: bool = False) -> Path:
         """Train to ``train.max_steps`` and write ``final/``; returns its path."""
         resume_from = self._prepare_run_folder(resume)
-        rng_state = self._load_checkpoint(resume_from) if resume_from is not None else None
+        rng_state = None
+        if resume_from is not None:
+            rng_state = self._load_usable_checkpoint()
+            self._apply_resumed_settings()
         batches = iter(self._loader())  # creating the iterator draws from torch's generator...
         if rng_state is not None:
             restore_rng_state(rng_state)  # ...so the saved random state is restored after it
@@ -154,7 +166,11 @@ class Trainer:
                 if cfg.eval.every and self.progress.step % cfg.eval.every == 0:
                     monitor.log_eval(self.progress.step, self.evaluate())
                 if cfg.train.save_every and self.progress.step % cfg.train.save_every == 0:
-                    self._save_checkpoint(self.sampler.state_dict(consumed))
+                    if self.progress.nonfinite_in_a_row:  # keep the newest checkpoint a finite state
+                        logger.warning("step %d: not saving a checkpoint during %d non-finite steps in a row",
+                                       self.progress.step, self.progress.nonfinite_in_a_row)
+                    else:
+                        self._save_checkpoint(self.sampler.state_dict(consumed))
         final = self._save_final()
         if self.accelerator.is_main_process and cfg.log.plots:
             plot_run(monitor.history, self.layout.plots)
@@ -173,19 +189,23 @@ class Trainer:
             if self.mim is not None and bool(torch.isfinite(queries).all() and torch.isfinite(targets).all()):
                 scalars[keys.ESTIMATOR_LOGLIK] = float(self.mim.estimator_step(queries, targets, self.mim_optimizer))
 
+        estimator_before = self._estimator_state()
         with self.accelerator.autocast():
             result = self._run_plan(self.objective.plan(batch), before_loss)
         loss = result.loss
-        if not result.finite:
+        finite = result.finite and self._estimator_is_finite()
+        if not finite:
             self.optimizer.zero_grad(set_to_none=True)
+            self._restore_estimator(estimator_before)
             self.progress.nonfinite_total += 1
             self.progress.nonfinite_in_a_row += 1
             logger.warning("step %d: non-finite loss, step skipped", self.progress.step + 1)
             if self.progress.nonfinite_in_a_row >= cfg.train.max_nonfinite_steps:
                 raise TrainingStopped(
                     f"{self.progress.nonfinite_in_a_row} non-finite losses in a row at step {self.progress.step + 1}; "
-                    f"stopping. The newest checkpoint ({self.checkpoints.latest() or 'none yet'}) is intact; "
-                    "lower optim.lr or check the data, then resume with --resume."
+                    f"stopping. The newest checkpoint ({self.checkpoints.latest() or 'none yet'}) holds the last "
+                    "finite state; lower the learning rate (optim.lr, or loss.mim.lr for the estimator) or check the "
+                    "data, then continue it: paravec train CONFIG --resume --set optim.lr=..."
                 )
             self.scheduler.step()
         else:
@@ -224,6 +244,20 @@ class Trainer:
         return scores
 
     # --------------------------------------------------------------- the step
+    def _estimator_state(self) -> dict | None:
+        """The estimator and its optimiser before this step's stage 1 (to undo a skipped step)."""
+        if self.mim is None:
+            return None
+        return {"weights": copy.deepcopy(self.mim.state_dict()), "optimizer": copy.deepcopy(self.mim_optimizer.state_dict())}
+
+    def _restore_estimator(self, state: dict | None) -> None:
+        if state is not None:
+            self.mim.load_state_dict(state["weights"])
+            self.mim_optimizer.load_state_dict(state["optimizer"])
+
+    def _estimator_is_finite(self) -> bool:
+        return self.mim is None or all(bool(torch.isfinite(p).all()) for p in self.mim.parameters())
+
     def _run_plan(self, plan: StepPlan, before_loss) -> StepResult:
         """Embed the plan's groups (queries, targets[, ...]) and back-propagate its loss."""
         groups, prepare, loss_fn = plan.groups, plan.prepare, plan.loss_fn
@@ -272,10 +306,10 @@ class Trainer:
         if resume:
             if latest is None:
                 raise FileNotFoundError(f"--resume: no complete checkpoint under {self.layout.checkpoints}")
-            if self.layout.config_file.exists():
-                saved = load_config(self.layout.config_file)
-                for difference in config_differences(saved, self.cfg):
-                    logger.warning("resuming with a changed setting: %s", difference)
+            if self.layout.config_file.exists():  # refuse before anything is written
+                changes = resume_changes(load_config(self.layout.config_file), self.cfg)
+                for key, (old, new) in changes.items():
+                    logger.warning("resuming with %s: %r -> %r (in effect from the resumed step)", key, old, new)
         elif latest is not None or self.layout.final.exists():
             raise FileExistsError(
                 f"{root} already holds a run (checkpoints or final/); pass --resume to continue it, "
@@ -286,6 +320,39 @@ class Trainer:
             save_config(self.cfg, root)
         self.accelerator.wait_for_everyone()
         return latest if resume else None
+
+    def _load_usable_checkpoint(self) -> dict:
+        """Load the newest checkpoint whose files are intact (digests checked), falling back to
+        older ones with a warning naming what is damaged; returns its random state."""
+        problems = []
+        for checkpoint in reversed(self.checkpoints.checkpoints()):
+            problem = find_problem(checkpoint.path, verify=True)
+            if problem is None:
+                try:
+                    return self._load_checkpoint(checkpoint.path)
+                except (OSError, RuntimeError, ValueError, EOFError, pickle.UnpicklingError, SafetensorError) as error:
+                    problem = f"cannot be read: {type(error).__name__}: {error}".split("\n")[0]
+            problems.append(f"{checkpoint.path}: {problem}")
+            logger.warning("resume: skipping %s (%s); trying the previous checkpoint", checkpoint.path, problem)
+        raise FileNotFoundError("--resume: no usable checkpoint: " + "; ".join(problems))
+
+    def _apply_resumed_settings(self) -> None:
+        """Put the settings a resume may change (:mod:`paravec.train.resume`) in force: the
+        optimiser's hyperparameters and a schedule rebuilt from this config and advanced to the
+        resumed step; the streak of non-finite steps starts again."""
+        optim, lrs = self.cfg.optim, {"backbone": self.cfg.optim.lr, "method": self.cfg.optim.new_modules_lr or self.cfg.optim.lr}
+        for group in self.optimizer.param_groups:
+            group.update(initial_lr=lrs[group["name"]], lr=lrs[group["name"]], weight_decay=optim.weight_decay,
+                         betas=tuple(optim.betas), eps=optim.eps)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # stepping a schedule forward without optimizer steps
+            self.scheduler = build_scheduler(self._unwrapped_optimizer, self.cfg)
+            for _ in range(self.progress.step):
+                self.scheduler.step()
+        if self.mim is not None:
+            for group in self.mim_optimizer.param_groups:
+                group["lr"] = self.cfg.loss.mim.lr
+        self.progress.nonfinite_in_a_row = 0
 
     def _trainable_state(self) -> dict[str, torch.Tensor]:
         named = {f"model.{n}": p for n, p in self.model.named_parameters() if p.requires_grad}

@@ -50,6 +50,9 @@ def test_encode_writes_the_library_embeddings_in_input_order(tmp_path, inputs):
         ('{"text": "ok"}\n{"instruction": "only an instruction"}', "line 2: an item needs"),
         ('{"text": 3}', "line 1: field 'text' must be a string"),
         ('{"text": "x", "img": "a.png"}', "line 1: unknown field"),
+        ('{"text": "ok"}\n{"text": "a <|im_end|> b"}', "line 2: text holds the backbone's special token '<\\|im_end\\|>'"),
+        ('{"text": "ok"}\n{"text": "fine", "instruction": "<|vision_start|>"}', "line 2: instruction holds"),
+        ('{"text": "ok"}\n{"image": "../outside.png"}', "line 2: .*leaves the image root"),
     ],
 )
 def test_bad_lines_fail_with_file_and_line_and_write_nothing(tmp_path, inputs, capsys, line, message):
@@ -64,6 +67,31 @@ def test_bad_lines_fail_with_file_and_line_and_write_nothing(tmp_path, inputs, c
 
     assert re.search(message, err), err
     assert not out.exists()
+
+
+def test_text_that_is_not_utf8_is_named_by_line(tmp_path, inputs, capsys):
+    _, images = inputs
+    bad = tmp_path / "latin1.jsonl"
+    bad.write_bytes('{"text": "ok"}\n{"text": "caf\u00e9"}\n'.encode("latin-1"))
+    assert main(["encode", "--model", "tiny-qwen2-vl", "--input", str(bad), "--out", str(tmp_path / "o.npy")]) == 2
+    assert f"{bad}, line 2: not UTF-8 text" in capsys.readouterr().err
+
+
+def test_images_outside_the_root_are_read_only_when_allowed(tmp_path, inputs, capsys):
+    path, images = inputs
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    Image.new("RGB", (8, 8), (0, 0, 255)).save(elsewhere / "blue.png")
+    (images / "linked.png").symlink_to(elsewhere / "blue.png")
+    rows = tmp_path / "linked.jsonl"
+    rows.write_text('{"image": "linked.png"}\n' + json.dumps({"image": str(elsewhere / "blue.png")}) + "\n")
+    command = ["encode", "--model", "tiny-qwen2-vl", "--input", str(rows), "--image-root", str(images),
+               "--out", str(tmp_path / "o.npy")]
+    assert main(command) == 2
+    assert "line 1: image 'linked.png': image path resolves to" in capsys.readouterr().err
+    assert main(command + ["--allow-images-outside-root"]) == 0
+    written = np.load(tmp_path / "o.npy")
+    np.testing.assert_allclose(written[0], written[1], atol=1e-6)
 
 
 def test_corrupt_image_is_named(tmp_path, inputs):

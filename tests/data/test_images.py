@@ -35,10 +35,29 @@ def test_other_modes_become_rgb(tmp_path, mode, value, expected):
     assert image.getpixel((0, 0)) == (expected if expected is not None else source.convert("RGB").getpixel((0, 0)))
 
 
-def test_absolute_path_ignores_root(tmp_path):
+def test_absolute_paths_stay_inside_the_root_unless_allowed(tmp_path):
     path = _save(tmp_path / "elsewhere" / "b.png", Image.new("RGB", (2, 2), (5, 5, 5)))
-    image = load_image(tmp_path / "some-root", str(path))
+    (tmp_path / "some-root").mkdir()
+    with pytest.raises(BadSampleError, match="outside the image root"):
+        load_image(tmp_path / "some-root", str(path))
+    image = load_image(tmp_path / "some-root", str(path), allow_outside_root=True)
     assert image.getpixel((0, 0)) == (5, 5, 5)
+    assert load_image(None, str(path)).size == (2, 2)  # no root: nothing to confine to
+    inside = _save(tmp_path / "some-root" / "c.png", Image.new("RGB", (3, 3)))
+    assert load_image(tmp_path / "some-root", str(inside)).size == (3, 3)
+
+
+def test_a_symlink_out_of_the_root_is_refused(tmp_path):
+    secret = _save(tmp_path / "outside" / "secret.png", Image.new("RGB", (2, 2)))
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "innocent.png").symlink_to(secret)
+    with pytest.raises(BadSampleError, match="resolves to .*secret.png, outside the image root"):
+        load_image(root, "innocent.png")
+    (root / "inner").mkdir()
+    _save(root / "real.png", Image.new("RGB", (4, 4)))
+    (root / "inner" / "link.png").symlink_to(root / "real.png")  # a link that stays inside is fine
+    assert load_image(root, "inner/link.png").size == (4, 4)
 
 
 def test_dotdot_inside_root_is_fine(tmp_path):

@@ -338,3 +338,17 @@ def test_cli_check_reports_bad_samples(bench, tmp_path, capsys):
     output = capsys.readouterr().out
     assert f"bad image: {broken / 'ShapeClass.parquet'}, row 4" in output
     assert json.loads(output[output.index("{"):])["bad_images"] == {"ShapeClass": 1}
+
+
+def test_cli_check_reports_text_holding_a_backbones_special_tokens(bench, tmp_path, capsys):
+    table = pq.read_table(bench / "train" / "ShapeClass.parquet").to_pylist()
+    table[3]["pos_text"] += " <|vision_start|>"  # Qwen2-VL markup: every family's markup is checked by default
+    broken = tmp_path / "train"
+    broken.mkdir()
+    pq.write_table(pa.Table.from_pylist(table), broken / "ShapeClass.parquet")
+    assert run_cli(["data", "check", str(broken), "--image-root", str(bench / "images"), "--workers", "0"]) == 1
+    output = capsys.readouterr().out
+    assert f"invalid row: {broken / 'ShapeClass.parquet'}, row 3: positive text (pos_text) holds the backbone's " \
+           "special token '<|vision_start|>'" in output
+    assert run_cli(["data", "check", str(broken), "--image-root", str(bench / "images"), "--workers", "0",
+                    "--backbone", "tiny-smolvlm"]) == 0  # not Idefics3's markup: a valid row for it

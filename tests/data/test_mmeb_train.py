@@ -232,3 +232,25 @@ def test_collate_keeps_columns_aligned(flat):
 def test_unknown_policy_refused(flat):
     with pytest.raises(ValueError, match="on_bad_sample"):
         MMEBTrainDataset(MMEBTrainSource(*flat), on_bad_sample="ignore")
+
+
+def test_text_holding_the_backbones_special_tokens_is_an_invalid_row(tmp_path):
+    rows = make_rows(tmp_path, "A", 4)
+    rows[2]["pos_text"] = "label <|im_end|> injected"
+    path = write(tmp_path / "train" / "A.parquet", rows)
+    source = MMEBTrainSource(tmp_path / "train", tmp_path)
+    with pytest.raises(BadSampleError, match="positive text .* special token '<\\|im_end\\|>'") as caught:
+        MMEBTrainDataset(source, reserved=("<|im_end|>", "<|image_pad|>"))
+    assert (caught.value.file, caught.value.row) == (str(path), 2)
+    skipping = MMEBTrainDataset(source, reserved=("<|im_end|>",), on_bad_sample="skip")
+    assert skipping.subset_sizes == [3] and [r.row for r in skipping.invalid_rows["A"]] == [2]
+    assert MMEBTrainDataset(source).subset_sizes == [4]  # MMEB's own <|image_1|> placeholder is not reserved
+
+
+@pytest.mark.parametrize("content", [b"", b"PAR1 truncated"], ids=["empty", "truncated"])
+def test_an_unreadable_parquet_file_is_a_format_error_naming_it(tmp_path, content):
+    path = tmp_path / "train" / "A.parquet"
+    path.parent.mkdir()
+    path.write_bytes(content)
+    with pytest.raises(DatasetFormatError, match=f"{path}: not a readable parquet file"):
+        MMEBTrainDataset(MMEBTrainSource(tmp_path / "train", tmp_path))
